@@ -1,0 +1,67 @@
+"""The agent interface and the algorithm registry that makes the taxonomy executable.
+
+An agent is three pure functions of one seed's state; trainers ``vmap`` them over seeds. Each
+algorithm declares its cell in the paper's grid (protocol.md section 1): guidance family x reference
+policy, plus the setting it trains in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+
+from fluxrl.errors import FluxError, close_matches
+
+#: Guidance mechanisms (rows of paper Table 1), plus classic baselines outside the grid.
+FAMILIES = ("best_of_n", "q_guidance", "weighted_matching", "reparam", "policy_gradient",
+            "baseline")
+#: Reference policies (columns of paper Table 1): Unif(A), pi_{k-1}, pi_D; ``none`` for TD3.
+REFERENCES = ("uniform", "previous", "dataset", "none")
+SETTINGS = ("off_policy", "on_policy", "offline")
+
+
+@dataclass(frozen=True)
+class Agent:
+    """Pure functions of one seed's agent state (a pytree)."""
+
+    #: ``init(key) -> state``
+    init: Callable[[jax.Array], Any]
+    #: ``act(state, obs[n, obs_dim], key, deterministic) -> action[n, act_dim]`` in [-1, 1]
+    act: Callable[[Any, jax.Array, jax.Array, bool], jax.Array]
+    #: ``update(state, batch, key, step) -> (state, metrics)``; ``step`` is the global update
+    #: index, shared by all seeds (so schedules stay real branches under vmap)
+    update: Callable[[Any, dict, jax.Array, jax.Array], tuple[Any, dict]]
+
+
+@dataclass(frozen=True)
+class AlgoInfo:
+    """A registered algorithm and its place in the taxonomy."""
+
+    name: str
+    family: str
+    reference: str
+    setting: str
+    make: Callable[..., Agent]  #: ``make(algo_cfg, env_spec) -> Agent``
+    paper: str  #: citation of the method
+
+
+REGISTRY: dict[str, AlgoInfo] = {}
+
+
+def register(info: AlgoInfo) -> AlgoInfo:
+    """Add an algorithm to the registry (checks its cell names)."""
+    assert info.family in FAMILIES and info.reference in REFERENCES and info.setting in SETTINGS
+    REGISTRY[info.name] = info
+    return info
+
+
+def get_algo(name: str) -> AlgoInfo:
+    """Look an algorithm up by name; unknown names are a :class:`FluxError` with close matches."""
+    from fluxrl.agents import baselines  # noqa: F401 - populates the registry
+
+    if name not in REGISTRY:
+        raise FluxError(f"unknown algorithm {name!r}; {close_matches(name, REGISTRY)}")
+    return REGISTRY[name]

@@ -1,0 +1,3 @@
+"""Classic baselines: SAC and TD3."""
+
+from fluxrl.agents.baselines import sac, td3  # noqa: F401

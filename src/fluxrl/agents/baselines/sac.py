@@ -1,0 +1,127 @@
+"""Soft Actor-Critic (Haarnoja et al. 2018, arXiv 1812.05905): tanh-Gaussian actor, clipped double
+Q, automatic temperature. Update order follows flow-rl ``agent/online/sac.py``: critic, then actor
+against the new critic, then temperature, then target EMA. Deliberate difference: the temperature
+loss reuses the actor step's log-probabilities instead of sampling the actor once more (same
+expectation, one forward pass fewer)."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from fluxrl.agents.base import Agent, AlgoInfo, register
+from fluxrl.agents.common import adam_step, soft_update, td_target
+from fluxrl.config import NetConfig, SACConfig
+from fluxrl.envs import EnvSpec
+from fluxrl.nets.backbones import make_backbone
+from fluxrl.nets.critics import QEnsemble, aggregate
+
+
+def backbone(net: NetConfig) -> nn.Module:
+    """The configured backbone module."""
+    return make_backbone(net.backbone, net.width, net.depth, net.act, net.layer_norm)
+
+
+class TanhGaussianActor(nn.Module):
+    """Outputs the mean and clipped log-std of a Gaussian that is squashed by tanh."""
+
+    backbone: nn.Module
+    act_dim: int
+    log_std_min: float
+    log_std_max: float
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        out = nn.Dense(2 * self.act_dim)(self.backbone(obs))
+        mean, log_std = jnp.split(out, 2, axis=-1)
+        return mean, jnp.clip(log_std, self.log_std_min, self.log_std_max)
+
+
+def tanh_gaussian_sample(mean: jax.Array, log_std: jax.Array, key: jax.Array):
+    """Reparameterised sample ``tanh(mean + std eps)`` and its log-density (tanh-corrected)."""
+    eps = jax.random.normal(key, mean.shape)
+    u = mean + jnp.exp(log_std) * eps
+    logp = -0.5 * (eps**2 + jnp.log(2 * jnp.pi)) - log_std
+    # log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), stable for large |u|
+    logp = logp - 2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u))
+    return jnp.tanh(u), logp.sum(-1)
+
+
+@struct.dataclass
+class SACState:
+    actor: dict
+    critic: dict
+    target: dict
+    log_alpha: jax.Array
+    actor_opt: optax.OptState
+    critic_opt: optax.OptState
+    alpha_opt: optax.OptState
+
+
+def make_sac(cfg: SACConfig, spec: EnvSpec) -> Agent:
+    """Build SAC's pure functions for one seed."""
+    actor = TanhGaussianActor(backbone(cfg.actor), spec.act_dim, cfg.log_std_min, cfg.log_std_max)
+    critic = QEnsemble(backbone(cfg.critic), cfg.num_critics)
+    tx_actor, tx_critic = optax.adam(cfg.lr_actor), optax.adam(cfg.lr_critic)
+    tx_alpha = optax.adam(cfg.lr_alpha)
+    target_entropy = -float(spec.act_dim) if cfg.target_entropy is None else cfg.target_entropy
+
+    def init(key: jax.Array) -> SACState:
+        ka, kc = jax.random.split(key)
+        obs, act = jnp.zeros((1, spec.obs_dim)), jnp.zeros((1, spec.act_dim))
+        pa = actor.init(ka, obs)["params"]
+        pc = critic.init(kc, obs, act)["params"]
+        log_alpha = jnp.log(jnp.asarray(cfg.init_alpha, jnp.float32))
+        return SACState(pa, pc, pc, log_alpha, tx_actor.init(pa), tx_critic.init(pc),
+                        tx_alpha.init(log_alpha))
+
+    def act(state: SACState, obs: jax.Array, key: jax.Array, deterministic: bool) -> jax.Array:
+        mean, log_std = actor.apply({"params": state.actor}, obs)
+        if deterministic:
+            return jnp.tanh(mean)
+        return tanh_gaussian_sample(mean, log_std, key)[0]
+
+    def update(state: SACState, batch: dict, key: jax.Array, step: jax.Array):
+        k_next, k_pi = jax.random.split(key)
+        alpha = jnp.exp(state.log_alpha)
+        mean, log_std = actor.apply({"params": state.actor}, batch["next_obs"])
+        next_a, next_logp = tanh_gaussian_sample(mean, log_std, k_next)
+        next_q = aggregate(critic.apply({"params": state.target}, batch["next_obs"], next_a),
+                           cfg.critic_agg)
+        target = td_target(batch["reward"], batch["terminated"], cfg.discount,
+                           next_q - alpha * next_logp)
+
+        def critic_loss(p):
+            q = critic.apply({"params": p}, batch["obs"], batch["action"])
+            return ((q - target) ** 2).mean(), q.mean()
+
+        (c_loss, q_mean), g = jax.value_and_grad(critic_loss, has_aux=True)(state.critic)
+        pc, critic_opt = adam_step(state.critic, state.critic_opt, g, tx_critic)
+
+        def actor_loss(p):
+            mean, log_std = actor.apply({"params": p}, batch["obs"])
+            a, logp = tanh_gaussian_sample(mean, log_std, k_pi)
+            q = aggregate(critic.apply({"params": pc}, batch["obs"], a), cfg.critic_agg)
+            return (alpha * logp - q).mean(), logp
+
+        (a_loss, logp), g = jax.value_and_grad(actor_loss, has_aux=True)(state.actor)
+        pa, actor_opt = adam_step(state.actor, state.actor_opt, g, tx_actor)
+
+        entropy_gap = jax.lax.stop_gradient(logp + target_entropy).mean()
+        g = jax.grad(lambda la: -la * entropy_gap)(state.log_alpha)
+        log_alpha, alpha_opt = adam_step(state.log_alpha, state.alpha_opt, g, tx_alpha)
+
+        new = SACState(pa, pc, soft_update(state.target, pc, cfg.tau), log_alpha, actor_opt,
+                       critic_opt, alpha_opt)
+        metrics = {"critic_loss": c_loss, "actor_loss": a_loss, "q_mean": q_mean,
+                   "alpha": alpha, "entropy": -logp.mean()}
+        return new, metrics
+
+    return Agent(init, act, update)
+
+
+register(AlgoInfo("sac", "baseline", "uniform", "off_policy", make_sac,
+                  "Haarnoja et al. 2018, Soft Actor-Critic Algorithms and Applications"))

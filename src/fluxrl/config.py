@@ -1,0 +1,224 @@
+"""Typed configuration, composed by Hydra from ``key=value`` overrides.
+
+Every field carries a one-line doc with the source of its default. Fields left ``None`` are filled
+per suite by :func:`resolve` from :data:`SUITE_DEFAULTS` (paper Table 3 and Appendix A.3, quoted in
+``shared/protocol.md``), so ``env=dmc/...`` gets the DMC settings without the user listing them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional  # noqa: UP035 - OmegaConf needs typing.Optional
+
+from fluxrl.errors import FluxError, close_matches
+
+
+@dataclass
+class NetConfig:
+    """A backbone: ``None`` fields take the suite default (protocol.md section 3)."""
+
+    backbone: str = "mlp"  #: mlp | simba | bronet (nets/backbones.py)
+    width: Optional[int] = None  #: hidden width; Gym 256, DMC 512 (paper A.3)
+    depth: Optional[int] = None  #: hidden layers (mlp) or residual blocks; Gym 2, DMC 3 (paper A.3)
+    act: Optional[str] = None  #: activation; Gym relu, DMC elu (paper A.3; flow-rl dmc/algo/sac.yaml)
+    layer_norm: bool = False  #: LayerNorm after each hidden layer of an MLP (flow-rl sac.yaml: false)
+
+
+@dataclass
+class SACConfig:
+    """Soft Actor-Critic with a tanh-Gaussian actor and automatic temperature (Haarnoja et al. 2018b)."""
+
+    name: str = "sac"  #: algorithm name in the registry
+    actor: NetConfig = field(default_factory=NetConfig)  #: actor backbone (paper A.3: SAC actor 2x256)
+    critic: NetConfig = field(default_factory=NetConfig)  #: critic backbone (paper A.3)
+    num_critics: int = 2  #: Q ensemble size (paper A.3)
+    critic_agg: str = "min"  #: ensemble reduction for targets and the actor: min | mean (clipped double Q)
+    discount: float = 0.99  #: gamma (paper Table 3)
+    tau: float = 0.005  #: target EMA rate (paper A.3)
+    lr_actor: float = 3e-4  #: actor Adam lr (paper A.3)
+    lr_critic: float = 3e-4  #: critic Adam lr (paper A.3)
+    lr_alpha: float = 3e-4  #: temperature Adam lr (flow-rl mujoco/algo/sac.yaml alpha_lr)
+    init_alpha: float = 1.0  #: initial temperature, log alpha = 0 (flow-rl sac.py TunableCoefficient(0.0))
+    target_entropy: Optional[float] = None  #: None means -act_dim (Haarnoja et al. 2018b; flow-rl sac.py)
+    log_std_min: float = -5.0  #: lower clip of the actor's log std (flow-rl SquashedGaussianActor)
+    log_std_max: float = 2.0  #: upper clip of the actor's log std (flow-rl SquashedGaussianActor)
+
+
+@dataclass
+class TD3Config:
+    """Twin Delayed DDPG (Fujimoto et al. 2018), defaults from flow-rl mujoco/algo/td3.yaml."""
+
+    name: str = "td3"  #: algorithm name in the registry
+    actor: NetConfig = field(default_factory=NetConfig)  #: actor backbone (flow-rl td3.yaml 2x256 relu)
+    critic: NetConfig = field(default_factory=NetConfig)  #: critic backbone (paper A.3)
+    num_critics: int = 2  #: Q ensemble size (Fujimoto et al. 2018)
+    critic_agg: str = "min"  #: ensemble reduction for the target: min | mean
+    discount: float = 0.99  #: gamma (paper Table 3)
+    tau: float = 0.005  #: target EMA rate (flow-rl td3.yaml ema)
+    lr_actor: float = 3e-4  #: actor Adam lr (flow-rl td3.yaml)
+    lr_critic: float = 3e-4  #: critic Adam lr (flow-rl td3.yaml)
+    policy_delay: int = 2  #: critic updates per actor and target update (flow-rl td3.yaml actor_update_freq)
+    target_noise: float = 0.2  #: std of target policy smoothing noise (flow-rl td3.yaml)
+    noise_clip: float = 0.5  #: clip of the smoothing noise (flow-rl td3.yaml)
+    explore_noise: float = 0.1  #: std of Gaussian exploration noise (flow-rl td3.yaml)
+
+
+@dataclass
+class Config:
+    """A training run. ``steps``, ``warmup``, ``eval_every`` count simulator frames (paper Table 3)."""
+
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"algo": "sac"}])
+    algo: Any = None  #: algorithm config group: ``algo=sac`` | ``algo=td3`` (fluxrl algos)
+    env: str = "gym/HalfCheetah-v5"  #: task, ``gym/<Gymnasium id>`` or ``dmc/<domain>-<task>``
+    seed: int = 0  #: first seed; member k of the group uses seed + k (paper: seeds 0-4)
+    seeds: int = 1  #: independent agents trained together as one vmapped program
+    steps: int = 1_000_000  #: training frames per seed (paper Table 3: 1M)
+    batch_size: Optional[int] = None  #: minibatch; Gym 256, DMC 512 (paper Table 3)
+    buffer_size: int = 1_000_000  #: replay capacity in transitions (paper Table 3)
+    warmup: Optional[int] = None  #: random-action frames before updates; Gym 5K, DMC 10K (Table 3)
+    updates_per_step: int = 1  #: gradient updates per agent step, run with lax.scan (flow-rl utd: 1)
+    action_repeat: Optional[int] = None  #: frame skip; Gym 1, DMC 2 (paper Table 3)
+    eval_every: int = 10_000  #: frames between evaluations (paper Table 3)
+    eval_episodes: int = 10  #: episodes per evaluation, run as one batch (paper Table 3)
+    log_every: int = 1_000  #: frames between training-metric rows (flow-rl log_frames)
+    checkpoint_every: int = 50_000  #: frames between checkpoints (0 disables)
+    run_dir: Optional[str] = None  #: output directory; None means runs/<algo>-<env>-<time>
+    resume: Optional[str] = None  #: a run directory to continue from its last checkpoint
+    tensorboard: bool = True  #: write TensorBoard event files under run_dir/tb
+    wandb: bool = False  #: also log to Weights & Biases (pip install 'fluxrl[wandb]')
+    wandb_project: str = "fluxrl"  #: W&B project name
+    progress: bool = True  #: console progress bar (steps/s, ETA, last evaluation)
+    plot: bool = True  #: write run_dir/curves.png at the end of training
+
+
+ALGO_CONFIGS: dict[str, type] = {"sac": SACConfig, "td3": TD3Config}
+
+#: Suite-dependent defaults (paper Table 3 and Appendix A.3, protocol.md sections 2-3).
+SUITE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gym": {"batch_size": 256, "warmup": 5_000, "action_repeat": 1,
+            "net": {"width": 256, "depth": 2, "act": "relu"}},
+    "dmc": {"batch_size": 512, "warmup": 10_000, "action_repeat": 2,
+            "net": {"width": 512, "depth": 3, "act": "elu"}},
+}
+
+
+def _register() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="fluxrl", node=Config)
+    for name, cls in ALGO_CONFIGS.items():
+        cs.store(group="algo", name=name, node=cls)
+
+
+def _one_line(exc: Exception) -> str:
+    msg = str(exc).strip().splitlines()
+    first = msg[0] if msg else type(exc).__name__
+    full_key = next((m.split(":", 1)[1].strip() for m in msg if m.strip().startswith("full_key:")), "")
+    return first + (f" (key {full_key})" if full_key and full_key not in first else "")
+
+
+def compose(overrides: list[str]) -> Config:
+    """Compose a :class:`Config` from Hydra overrides, or raise :class:`FluxError` in one line."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    for ov in overrides:
+        if "=" not in ov:
+            raise FluxError(f"argument {ov!r} is not key=value; e.g. algo=sac env=gym/Hopper-v5")
+        key, value = ov.split("=", 1)
+        key = key.lstrip("+~")
+        if key == "algo" and value not in ALGO_CONFIGS:
+            raise FluxError(f"unknown algorithm {value!r}; {close_matches(value, ALGO_CONFIGS)}")
+        if "." not in key and key not in {f.name for f in dataclasses.fields(Config)} - {"defaults"}:
+            top = [f.name for f in dataclasses.fields(Config) if f.name != "defaults"]
+            raise FluxError(f"unknown config key {key!r}; {close_matches(key, top)}")
+    _register()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize(version_base=None, config_path=None):
+            cfg = hydra_compose(config_name="fluxrl", overrides=list(overrides))
+    except Exception as exc:  # hydra and omegaconf raise many types; all are user errors here
+        text = _one_line(exc.__cause__ or exc)
+        if "not in struct" in text or "Could not override" in text or "Key '" in text:
+            key = text.split("'")[1] if "'" in text else "?"
+            raise FluxError(f"unknown config key {key!r}: {text}") from None
+        raise FluxError(f"bad config value: {text}") from None
+    finally:
+        GlobalHydra.instance().clear()
+    obj = OmegaConf.to_object(cfg)
+    assert isinstance(obj, Config)
+    return obj
+
+
+def from_dict(data: dict) -> Config:
+    """Rebuild a :class:`Config` from the resolved ``config.yaml`` of a run directory."""
+    data = dict(data)
+    algo = data.pop("algo")
+    cls = ALGO_CONFIGS[algo["name"]]
+    nets = {k: NetConfig(**algo[k]) for k in ("actor", "critic") if k in algo}
+    algo_obj = cls(**{**algo, **nets})
+    data.pop("defaults", None)
+    return Config(algo=algo_obj, **data)
+
+
+def to_dict(cfg: Config) -> dict:
+    """Plain-dict form of a config (written to ``run_dir/config.yaml``)."""
+    d = dataclasses.asdict(cfg)
+    d.pop("defaults", None)
+    return d
+
+
+def resolve(cfg: Config) -> Config:
+    """Fill suite defaults and check every value, raising :class:`FluxError` before any compile."""
+    from fluxrl.envs import check_env_name
+    from fluxrl.nets.backbones import BACKBONES, activation
+    from fluxrl.nets.critics import AGGREGATIONS
+
+    suite, _ = check_env_name(cfg.env)
+    sd = SUITE_DEFAULTS[suite]
+    cfg = dataclasses.replace(cfg)
+    for key in ("batch_size", "warmup", "action_repeat"):
+        if getattr(cfg, key) is None:
+            setattr(cfg, key, sd[key])
+    algo = dataclasses.replace(cfg.algo)
+    for part in ("actor", "critic"):
+        net = dataclasses.replace(getattr(algo, part))
+        for key, val in sd["net"].items():
+            if getattr(net, key) is None:
+                setattr(net, key, val)
+        if net.backbone not in BACKBONES:
+            raise FluxError(f"unknown backbone algo.{part}.backbone={net.backbone!r}; "
+                            f"{close_matches(net.backbone, BACKBONES)}")
+        activation(net.act)
+        for key in ("width", "depth"):
+            if getattr(net, key) <= 0:
+                raise FluxError(f"algo.{part}.{key} must be positive, got {getattr(net, key)}")
+        setattr(algo, part, net)
+    cfg.algo = algo
+    positive = ["seeds", "steps", "batch_size", "buffer_size", "updates_per_step", "action_repeat",
+                "eval_every", "eval_episodes", "log_every"]
+    for key in positive:
+        if getattr(cfg, key) <= 0:
+            raise FluxError(f"{key} must be a positive number, got {key}={getattr(cfg, key)}")
+    for key in ("warmup", "checkpoint_every"):
+        if getattr(cfg, key) < 0:
+            raise FluxError(f"{key} must be zero or positive, got {key}={getattr(cfg, key)}")
+    if cfg.warmup < cfg.batch_size * cfg.action_repeat and cfg.warmup < cfg.steps:
+        raise FluxError(f"warmup={cfg.warmup} frames is too short to fill one batch of "
+                        f"{cfg.batch_size}; set warmup>={cfg.batch_size * cfg.action_repeat}")
+    if algo.num_critics < 1:
+        raise FluxError(f"algo.num_critics must be at least 1, got {algo.num_critics}")
+    if algo.critic_agg not in AGGREGATIONS:
+        raise FluxError(f"unknown algo.critic_agg={algo.critic_agg!r}; choose one of: "
+                        + ", ".join(AGGREGATIONS))
+    for key in ("discount", "tau"):
+        if not 0.0 <= getattr(algo, key) <= 1.0:
+            raise FluxError(f"algo.{key} must lie in [0, 1], got {getattr(algo, key)}")
+    for key in [f.name for f in dataclasses.fields(algo) if f.name.startswith("lr_")]:
+        if getattr(algo, key) <= 0:
+            raise FluxError(f"algo.{key} must be positive, got {getattr(algo, key)}")
+    return cfg

@@ -1,0 +1,61 @@
+"""Environments behind one interface: ``gym/<Gymnasium id>`` and ``dmc/<domain>-<task>``."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from fluxrl.envs.base import EnvSpec, HostEnv, Transition, VecEnv
+from fluxrl.errors import FluxError, close_matches
+
+SUITES = ("gym", "dmc")
+
+#: Frame skip per suite (protocol.md section 2, paper Table 3): Gym 1, DMC 2.
+DEFAULT_ACTION_REPEAT = {"gym": 1, "dmc": 2}
+
+__all__ = ["EnvSpec", "HostEnv", "Transition", "VecEnv", "check_env_name", "make_env",
+           "make_vec_env", "DEFAULT_ACTION_REPEAT"]
+
+
+def _available(suite: str) -> list[str]:
+    if suite == "gym":
+        from fluxrl.envs import gym
+
+        return gym.available()
+    from fluxrl.envs import dmc
+
+    return dmc.available()
+
+
+def check_env_name(name: str) -> tuple[str, str]:
+    """Split ``suite/task`` and check it exists; raise :class:`FluxError` with close matches."""
+    if not isinstance(name, str) or "/" not in name:
+        raise FluxError(
+            f"env={name!r} is not of the form suite/task; use e.g. gym/HalfCheetah-v5 or "
+            "dmc/cheetah-run")
+    suite, task = name.split("/", 1)
+    if suite not in SUITES:
+        raise FluxError(f"unknown env suite {suite!r} in env={name}; {close_matches(suite, SUITES)}")
+    options = _available(suite)
+    if task not in options:
+        raise FluxError(f"unknown env {name!r}; {close_matches(task, options, prefix=suite + '/')}")
+    return suite, task
+
+
+def make_env(name: str, action_repeat: int | None = None, render: bool = False) -> HostEnv:
+    """Build one host environment from its full name."""
+    suite, task = check_env_name(name)
+    repeat = action_repeat or DEFAULT_ACTION_REPEAT[suite]
+    if suite == "gym":
+        from fluxrl.envs.gym import GymEnv
+
+        return GymEnv(task, repeat, render)
+    from fluxrl.envs.dmc import DMCEnv
+
+    return DMCEnv(task, repeat, render)
+
+
+def make_vec_env(name: str, seeds: list[int], envs_per_seed: int = 1,
+                 action_repeat: int | None = None) -> VecEnv:
+    """``len(seeds) x envs_per_seed`` environments; seed ``s`` owns row ``s``."""
+    check_env_name(name)
+    return VecEnv(partial(make_env, name, action_repeat), seeds, envs_per_seed)

@@ -1,0 +1,114 @@
+"""Gymnasium adapter: any registered task with Box observations and Box actions (MuJoCo v5 first)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+
+from fluxrl.envs.base import EnvSpec, HostEnv
+
+#: The Gym-Locomotion tasks of the benchmark protocol (protocol.md section 2).
+LOCOMOTION = ["Ant-v5", "HalfCheetah-v5", "Hopper-v5", "Humanoid-v5", "Swimmer-v5", "Walker2d-v5"]
+
+
+def available() -> list[str]:
+    """Every Gymnasium id this adapter can build (continuous control)."""
+    import gymnasium
+
+    names = []
+    for env_id, spec in gymnasium.registry.items():
+        ep = str(spec.entry_point)
+        builtin = ep.startswith("gymnasium.")
+        continuous = "mujoco" in ep or "pendulum:" in ep or "continuous_mountain_car" in ep
+        if continuous or not builtin:  # user-registered tasks are checked when built
+            names.append(env_id)
+    return names
+
+
+class GymEnv(HostEnv):
+    """A Gymnasium environment with actions rescaled from [-1, 1] to the task's bounds."""
+
+    def __init__(self, task: str, action_repeat: int = 1, render: bool = False):
+        import gymnasium
+
+        if render:
+            os.environ.setdefault("MUJOCO_GL", "egl")
+        kwargs = {"render_mode": "rgb_array"} if render else {}
+        self._env = gymnasium.make(task, **kwargs)
+        space = self._env.action_space
+        self._low = np.asarray(space.low, np.float64)
+        self._high = np.asarray(space.high, np.float64)
+        if not (np.all(np.isfinite(self._low)) and np.all(np.isfinite(self._high))):
+            raise ValueError(f"gym/{task} has unbounded actions; fluxrl needs a bounded Box")
+        obs_dim = int(np.prod(self._env.observation_space.shape))
+        limit = self._env.spec.max_episode_steps or 1000
+        self.spec = EnvSpec(f"gym/{task}", "gym", obs_dim, int(space.shape[0]), action_repeat,
+                            -(-limit // action_repeat))
+        self._repeat = action_repeat
+        u = self._env.unwrapped
+        self._mj = hasattr(u, "model") and hasattr(u, "data") and type(u.model).__name__ == "MjModel"
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        obs, _ = self._env.reset(seed=seed)
+        return np.asarray(obs, np.float32).ravel()
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool]:
+        a = self._low + (np.clip(action, -1.0, 1.0) + 1.0) * 0.5 * (self._high - self._low)
+        total = 0.0
+        for _ in range(self._repeat):
+            obs, r, term, trunc, _ = self._env.step(a)
+            total += float(r)
+            if term or trunc:
+                break
+        return np.asarray(obs, np.float32).ravel(), total, bool(term), bool(trunc)
+
+    def _time_limit(self):
+        env = self._env
+        while env is not None:
+            if hasattr(env, "_elapsed_steps"):
+                return env
+            env = getattr(env, "env", None)
+        return None
+
+    def get_state(self) -> object:
+        u = self._env.unwrapped
+        tl = self._time_limit()
+        extra = {"elapsed": getattr(tl, "_elapsed_steps", None),
+                 "rng": u.np_random.bit_generator.state}
+        if self._mj:
+            import mujoco
+
+            spec = mujoco.mjtState.mjSTATE_INTEGRATION
+            buf = np.empty(mujoco.mj_stateSize(u.model, spec), np.float64)
+            mujoco.mj_getState(u.model, u.data, buf, spec)
+            return {"mj": buf, **extra}
+        return {"pickle": pickle.dumps(u.__dict__.get("state")), **extra}
+
+    def set_state(self, state: object) -> None:
+        u = self._env.unwrapped
+        if self._mj:
+            import mujoco
+
+            spec = mujoco.mjtState.mjSTATE_INTEGRATION
+            mujoco.mj_setState(u.model, u.data, state["mj"], spec)
+            mujoco.mj_forward(u.model, u.data)
+        else:
+            u.state = pickle.loads(state["pickle"])
+        u.np_random.bit_generator.state = state["rng"]
+        tl = self._time_limit()
+        if tl is not None:
+            tl._elapsed_steps = state["elapsed"]
+        # Gymnasium's order-enforcing wrapper must know a reset happened before.
+        env = self._env
+        while env is not None:
+            if hasattr(env, "_has_reset"):
+                env._has_reset = True
+            env = getattr(env, "env", None)
+
+    def render(self, width: int = 320, height: int = 240) -> np.ndarray:
+        return np.asarray(self._env.render())
+
+    def close(self) -> None:
+        self._env.close()

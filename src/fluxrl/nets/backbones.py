@@ -1,0 +1,102 @@
+"""Backbones shared by actors and critics: MLP, SimBa and BroNet, in one registry.
+
+``width`` is the hidden size; ``depth`` is the number of hidden layers (MLP) or residual blocks
+(SimBa, BroNet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fluxrl.errors import FluxError, close_matches
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": nn.relu,
+    "elu": nn.elu,
+    "mish": lambda x: x * jnp.tanh(nn.softplus(x)),
+    "silu": nn.silu,
+    "gelu": nn.gelu,
+    "tanh": jnp.tanh,
+}
+
+
+def activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    """Look up an activation by name; unknown names are a :class:`FluxError`."""
+    if name not in ACTIVATIONS:
+        raise FluxError(f"unknown activation {name!r}; {close_matches(name, ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+class MLP(nn.Module):
+    """``depth`` x (Dense(width) -> [LayerNorm] -> activation)."""
+
+    width: int
+    depth: int
+    act: str = "relu"
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        f = activation(self.act)
+        for _ in range(self.depth):
+            x = nn.Dense(self.width)(x)
+            if self.layer_norm:
+                x = nn.LayerNorm()(x)
+            x = f(x)
+        return x
+
+
+class SimBa(nn.Module):
+    """SimBa (Lee et al., 2024, arXiv 2410.09754): linear embedding, pre-LN residual blocks with a
+    4x inverted bottleneck, final LayerNorm. The paper's running-statistics observation norm is
+    left to the trainer's observation normaliser."""
+
+    width: int
+    depth: int
+    act: str = "relu"
+    layer_norm: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        f = activation(self.act)
+        x = nn.Dense(self.width, kernel_init=nn.initializers.orthogonal(1.0))(x)
+        for _ in range(self.depth):
+            y = nn.LayerNorm()(x)
+            y = f(nn.Dense(4 * self.width, kernel_init=nn.initializers.he_normal())(y))
+            x = x + nn.Dense(self.width, kernel_init=nn.initializers.he_normal())(y)
+        return nn.LayerNorm()(x)
+
+
+class BroNet(nn.Module):
+    """BroNet (Nauman et al., 2024, arXiv 2405.16158): Dense-LN-act stem, then residual blocks
+    x + LN(Dense(act(LN(Dense(x)))))."""
+
+    width: int
+    depth: int
+    act: str = "relu"
+    layer_norm: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        f = activation(self.act)
+        init = nn.initializers.orthogonal(jnp.sqrt(2.0))
+        x = f(nn.LayerNorm()(nn.Dense(self.width, kernel_init=init)(x)))
+        for _ in range(self.depth):
+            y = f(nn.LayerNorm()(nn.Dense(self.width, kernel_init=init)(x)))
+            x = x + nn.LayerNorm()(nn.Dense(self.width, kernel_init=init)(y))
+        return x
+
+
+BACKBONES: dict[str, type[nn.Module]] = {"mlp": MLP, "simba": SimBa, "bronet": BroNet}
+
+
+def make_backbone(name: str, width: int, depth: int, act: str, layer_norm: bool) -> nn.Module:
+    """Build a backbone from the registry; unknown names are a :class:`FluxError`."""
+    if name not in BACKBONES:
+        raise FluxError(f"unknown backbone {name!r}; {close_matches(name, BACKBONES)}")
+    activation(act)
+    return BACKBONES[name](width=width, depth=depth, act=act, layer_norm=layer_norm)
