@@ -72,17 +72,22 @@ class OffPolicyPrograms:
         """Insert transition ``step``, update, and act on the observation that follows it."""
         state = self._insert(state, tr)
         step_key = jax.random.fold_in(state.keys[0], step)
+        k_sample, k_update = jax.random.split(step_key)
+        # Sample every minibatch of this step up front: the buffer never enters the scan's loop
+        # state, which would make XLA copy the whole buffer on every call.
+        u, b = self.updates_per_step, self.batch_size
+        batches = jax.tree.map(lambda x: x.reshape((u, b) + x.shape[1:]),
+                               replay_sample(state.buffer, k_sample, u * b))
 
-        def body(carry, i):
+        def body(carry, xs):
             agent_state, msum = carry
-            k_sample, k_update = jax.random.split(jax.random.fold_in(step_key, i))
-            batch = replay_sample(state.buffer, k_sample, self.batch_size)
-            agent_state, m = self.agent.update(agent_state, batch, k_update,
-                                               step * self.updates_per_step + i)
+            batch, i = xs
+            agent_state, m = self.agent.update(agent_state, batch, jax.random.fold_in(k_update, i),
+                                               step * u + i)
             return (agent_state, jax.tree.map(jnp.add, msum, m)), None
 
         (agent_state, msum), _ = jax.lax.scan(body, (state.agent, state.msum),
-                                              jnp.arange(self.updates_per_step))
+                                              (batches, jnp.arange(u)))
         state = state.replace(agent=agent_state, msum=msum,
                               mcount=state.mcount + self.updates_per_step)
         return state, self._act(state, next_obs, step + 1)

@@ -65,7 +65,7 @@ def make_sac(cfg: SACConfig, spec: EnvSpec) -> Agent:
     """Build SAC's pure functions for one seed."""
     actor = TanhGaussianActor(backbone(cfg.actor), spec.act_dim, cfg.log_std_min, cfg.log_std_max)
     critic = QEnsemble(backbone(cfg.critic), cfg.num_critics)
-    tx_actor, tx_critic = optax.adam(cfg.lr_actor), optax.adam(cfg.lr_critic)
+    tx_actor, tx_critic = optax.flatten(optax.adam(cfg.lr_actor)), optax.flatten(optax.adam(cfg.lr_critic))
     tx_alpha = optax.adam(cfg.lr_alpha)
     target_entropy = -float(spec.act_dim) if cfg.target_entropy is None else cfg.target_entropy
 
