@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional  # noqa: UP035 - OmegaConf needs typing.Optional
+from typing import Any  # noqa: UP035 - OmegaConf needs typing.Optional
 
 from fluxrl.errors import FluxError, close_matches
 
@@ -19,9 +19,9 @@ class NetConfig:
     """A backbone: ``None`` fields take the suite default (protocol.md section 3)."""
 
     backbone: str = "mlp"  #: mlp | simba | bronet (nets/backbones.py)
-    width: Optional[int] = None  #: hidden width; Gym 256, DMC 512 (paper A.3)
-    depth: Optional[int] = None  #: hidden layers (mlp) or residual blocks; Gym 2, DMC 3 (paper A.3)
-    act: Optional[str] = None  #: activation; Gym relu, DMC elu (paper A.3; flow-rl dmc/algo/sac.yaml)
+    width: int | None = None  #: hidden width; Gym 256, DMC 512 (paper A.3)
+    depth: int | None = None  #: hidden layers (mlp) or residual blocks; Gym 2, DMC 3 (paper A.3)
+    act: str | None = None  #: activation; Gym relu, DMC elu (paper A.3; flow-rl dmc/algo/sac.yaml)
     layer_norm: bool = False  #: LayerNorm after each hidden layer of an MLP (flow-rl sac.yaml: false)
 
 
@@ -40,7 +40,7 @@ class SACConfig:
     lr_critic: float = 3e-4  #: critic Adam lr (paper A.3)
     lr_alpha: float = 3e-4  #: temperature Adam lr (flow-rl mujoco/algo/sac.yaml alpha_lr)
     init_alpha: float = 1.0  #: initial temperature, log alpha = 0 (flow-rl sac.py TunableCoefficient(0.0))
-    target_entropy: Optional[float] = None  #: None means -act_dim (Haarnoja et al. 2018b; flow-rl sac.py)
+    target_entropy: float | None = None  #: None means -act_dim (Haarnoja et al. 2018b; flow-rl sac.py)
     log_std_min: float = -5.0  #: lower clip of the actor's log std (flow-rl SquashedGaussianActor)
     log_std_max: float = 2.0  #: upper clip of the actor's log std (flow-rl SquashedGaussianActor)
 
@@ -74,17 +74,17 @@ class Config:
     seed: int = 0  #: first seed; member k of the group uses seed + k (paper: seeds 0-4)
     seeds: int = 1  #: independent agents trained together as one vmapped program
     steps: int = 1_000_000  #: training frames per seed (paper Table 3: 1M)
-    batch_size: Optional[int] = None  #: minibatch; Gym 256, DMC 512 (paper Table 3)
+    batch_size: int | None = None  #: minibatch; Gym 256, DMC 512 (paper Table 3)
     buffer_size: int = 1_000_000  #: replay capacity in transitions (paper Table 3)
-    warmup: Optional[int] = None  #: random-action frames before updates; Gym 5K, DMC 10K (Table 3)
+    warmup: int | None = None  #: random-action frames before updates; Gym 5K, DMC 10K (Table 3)
     updates_per_step: int = 1  #: gradient updates per agent step, run with lax.scan (flow-rl utd: 1)
-    action_repeat: Optional[int] = None  #: frame skip; Gym 1, DMC 2 (paper Table 3)
+    action_repeat: int | None = None  #: frame skip; Gym 1, DMC 2 (paper Table 3)
     eval_every: int = 10_000  #: frames between evaluations (paper Table 3)
     eval_episodes: int = 10  #: episodes per evaluation, run as one batch (paper Table 3)
     log_every: int = 1_000  #: frames between training-metric rows (flow-rl log_frames)
     checkpoint_every: int = 50_000  #: frames between checkpoints (0 disables)
-    run_dir: Optional[str] = None  #: output directory; None means runs/<algo>-<env>-<time>
-    resume: Optional[str] = None  #: a run directory to continue from its last checkpoint
+    run_dir: str | None = None  #: output directory; None means runs/<algo>-<env>-<time>
+    resume: str | None = None  #: a run directory to continue from its last checkpoint
     tensorboard: bool = True  #: write TensorBoard event files under run_dir/tb
     wandb: bool = False  #: also log to Weights & Biases (pip install 'fluxrl[wandb]')
     wandb_project: str = "fluxrl"  #: W&B project name

@@ -36,6 +36,7 @@ class GymEnv(HostEnv):
         if render:
             os.environ.setdefault("MUJOCO_GL", "egl")
         kwargs = {"render_mode": "rgb_array"} if render else {}
+        kwargs["disable_env_checker"] = True  # its step-to-step state would break set_state
         self._env = gymnasium.make(task, **kwargs)
         space = self._env.action_space
         self._low = np.asarray(space.low, np.float64)

@@ -9,6 +9,7 @@ import platform
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -113,15 +114,17 @@ def build(cfg: Config):
 
 
 def _check_finite(metrics: dict[str, np.ndarray], step: int, seeds: list[int], run_dir: Path):
-    for k, v in metrics.items():
-        bad = ~np.isfinite(v)
-        if bad.any():
-            last = checkpoint.latest_step(run_dir)
-            kept = (f"the last good checkpoint (frame {last}) is kept in {run_dir}/checkpoints"
-                    if last is not None else "no checkpoint had been written yet")
-            raise TrainingDiverged(
-                f"{k} became {v[bad][0]} by frame {step} (seed {seeds[int(np.argmax(bad))]}); "
-                f"{kept}; check the rewards or lower the learning rates")
+    bad = {k: np.asarray(v) for k, v in metrics.items() if not np.isfinite(v).all()}
+    if not bad:
+        return
+    first = next(iter(bad.values()))
+    seed = seeds[int(np.argmax(~np.isfinite(first)))]
+    last = checkpoint.latest_step(run_dir)
+    kept = (f"the last good checkpoint (frame {last}) is kept in {run_dir}/checkpoints"
+            if last is not None else "no checkpoint had been written yet")
+    raise TrainingDiverged(
+        f"{', '.join(sorted(bad))} became non-finite by frame {step} (seed {seed}); {kept}; "
+        "check the rewards or lower the learning rates")
 
 
 def train(cfg: Config, overrides: list[str] | None = None) -> RunResult:
@@ -178,8 +181,7 @@ def train(cfg: Config, overrides: list[str] | None = None) -> RunResult:
                 if metrics and t + 1 >= warmup:
                     logger.train(frame, metrics)
             if every(cfg.eval_every, t) or t + 1 == total:
-                act = lambda o: prog.act_eval(state.agent, o)  # noqa: E731
-                rets, lens = evaluate(act, eval_envs, seeds)
+                rets, lens = evaluate(partial(prog.act_eval, state.agent), eval_envs, seeds)
                 logger.eval(frame, rets, lens)
                 logger.flush()
                 last_eval = float(rets.mean())

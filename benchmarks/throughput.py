@@ -1,0 +1,191 @@
+"""Throughput benchmark: ms per update, end-to-end env steps/s, compile time, memory, FLOPs.
+
+Each configuration runs in its own subprocess (clean compile cache, honest peak memory). Compute
+speed is reported as achieved GFLOP/s next to a dense float32 256x256x256 matmul timed in the same
+process, because absolute times on shared machines swing by 2x with load.
+
+    python benchmarks/throughput.py                 # all configurations, writes benchmarks/results/
+    python benchmarks/throughput.py --only sac-2x32 --iters 500
+
+The timed program is the trainer's own jitted ``step`` (insert the transition into the device replay
+buffer, one gradient update, act on the next observation); the end-to-end loop is the trainer's loop
+body (host env step, the jitted step, fetch the action).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+#: name -> (overrides, seeds). Paper networks are 2x256 for Gym (protocol.md section 3).
+CONFIGS = {
+    "sac-2x256": (["algo=sac"], 1),
+    "sac-2x256-5seeds": (["algo=sac"], 5),
+    "td3-2x256": (["algo=td3"], 1),
+    "sac-2x32": (["algo=sac", "algo.actor.width=32", "algo.critic.width=32"], 1),
+    "sac-2x32-5seeds": (["algo=sac", "algo.actor.width=32", "algo.critic.width=32"], 5),
+}
+ENV = "gym/HalfCheetah-v5"
+
+
+def matmul_gflops(n: int = 256, reps: int = 200) -> float:
+    """Median GFLOP/s of a jitted float32 n x n x n matmul."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
+    f = jax.jit(lambda x, y: x @ y)
+    f(a, a).block_until_ready()
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        f(a, a).block_until_ready()
+        ts.append(time.perf_counter() - t)
+    return 2 * n**3 / float(np.median(ts)) / 1e9
+
+
+def run_one(name: str, iters: int) -> dict:
+    """Measure one configuration in this process."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from fluxrl.config import compose, resolve
+    from fluxrl.train.off_policy import transition_dict
+    from fluxrl.train.run import build
+
+    overrides, seeds = CONFIGS[name]
+    cfg = resolve(compose(overrides + [f"env={ENV}", f"seeds={seeds}", "batch_size=256",
+                                       "steps=1000000"]))
+    ids, env, prog = build(cfg)
+    state = prog.init(jnp.stack([jax.random.PRNGKey(s) for s in ids]))
+    obs = env.reset()
+    action = env.random_actions()
+    for _ in range(300):  # something to sample from
+        tr, obs = env.step(action)
+        state = prog.insert(state, transition_dict(tr))
+        action = env.random_actions()
+    tr, obs = env.step(action)
+    trd = transition_dict(tr)
+
+    t = time.perf_counter()
+    compiled = prog.step.lower(state, trd, obs, 0).compile()
+    compile_s = time.perf_counter() - t
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+    state, a = prog.step(state, trd, obs, 0)
+    a.block_until_ready()
+
+    ts = []
+    for i in range(iters):
+        t = time.perf_counter()
+        state, a = prog.step(state, trd, obs, i)
+        a.block_until_ready()
+        ts.append(time.perf_counter() - t)
+    step_ms = float(np.median(ts)) * 1e3
+
+    # end to end: the trainer's loop body, one update per env step
+    action = np.asarray(a)
+    per_iter = []
+    for rep in range(5):
+        t = time.perf_counter()
+        for i in range(iters // 5):
+            tr, obs = env.step(action)
+            state, a = prog.step(state, transition_dict(tr), obs, rep * iters + i)
+            action = np.asarray(a)
+            env.pop_finished()
+        per_iter.append((time.perf_counter() - t) / (iters // 5))
+    e2e_ms = float(np.median(per_iter)) * 1e3
+    mm = matmul_gflops()
+    gflops = flops / (step_ms / 1e3) / 1e9  # aggregate over vmapped seeds
+    env.close()
+    return {
+        "name": name, "env": ENV, "seeds": seeds, "batch": 256,
+        "net": f"{cfg.algo.actor.depth}x{cfg.algo.actor.width}",
+        "update_ms": step_ms, "compile_s": compile_s, "flops_per_update": flops / seeds,
+        "gflops": gflops, "matmul_gflops": mm, "matmul_fraction": gflops / mm,
+        "e2e_ms_per_step": e2e_ms, "env_steps_per_s": seeds * 1e3 / e2e_ms,
+        "outside_update_ms": e2e_ms - step_ms,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def versions() -> dict:
+    """Machine and library versions for the record."""
+    import flax
+    import jax
+    import mujoco
+
+    cpu = "?"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
+            "mujoco": mujoco.__version__, "cpu": cpu, "cores": os.cpu_count(),
+            "devices": [str(d) for d in jax.devices()],
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown table of results."""
+    head = ("| config | seeds | ms/update | FLOPs/update | GFLOP/s | matmul GFLOP/s | fraction | "
+            "compile s | env steps/s (e2e) | outside update ms/step | peak RSS MB |")
+    lines = [head, "|" + "---|" * 11]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | {r['seeds']} | {r['update_ms']:.2f} | {r['flops_per_update'] / 1e6:.0f}M "
+            f"| {r['gflops']:.1f} | {r['matmul_gflops']:.1f} | {r['matmul_fraction']:.0%} | "
+            f"{r['compile_s']:.2f} | {r['env_steps_per_s']:.0f} | {r['outside_update_ms']:.2f} | "
+            f"{r['peak_rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--only", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
+    p.add_argument("--iters", type=int, default=1000)
+    p.add_argument("--repeats", type=int, default=3, help="subprocess runs per config (median)")
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    p.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.one, args.iters)))
+        return
+    rows = []
+    for name in args.only:
+        runs = []
+        for _ in range(args.repeats):
+            out = subprocess.run([sys.executable, __file__, "--one", name, "--iters",
+                                  str(args.iters)], capture_output=True, text=True, check=True)
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        # median run by update time; all repeats are kept in the JSON record
+        runs.sort(key=lambda r: r["update_ms"])
+        row = dict(runs[len(runs) // 2])
+        row["repeats"] = runs
+        rows.append(row)
+        print(table([row]).splitlines()[-1], flush=True)
+    record = {"versions": versions(), "iters": args.iters, "results": rows}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (out / f"throughput-{stamp}.json").write_text(json.dumps(record, indent=2))
+    md = (f"# Throughput, {record['versions']['date']}\n\n"
+          f"{record['versions']}\n\n{ENV}, batch 256, one update per env step, median of "
+          f"{args.repeats} processes x {args.iters} iterations.\n\n{table(rows)}\n")
+    (out / f"throughput-{stamp}.md").write_text(md)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
