@@ -69,7 +69,7 @@ class Config:
     """A training run. ``steps``, ``warmup``, ``eval_every`` count simulator frames (paper Table 3)."""
 
     defaults: list[Any] = field(default_factory=lambda: ["_self_", {"algo": "sac"}])
-    algo: Any = None  #: algorithm config group: ``algo=sac`` | ``algo=td3`` (fluxrl algos)
+    algo: Any = None  #: algorithm config group: ``algo=sac`` or ``algo=td3``
     env: str = "gym/HalfCheetah-v5"  #: task, ``gym/<Gymnasium id>`` or ``dmc/<domain>-<task>``
     seed: int = 0  #: first seed; member k of the group uses seed + k (paper: seeds 0-4)
     seeds: int = 1  #: independent agents trained together as one vmapped program
