@@ -8,6 +8,7 @@ per suite by :func:`resolve` from :data:`SUITE_DEFAULTS` (paper Table 3 and Appe
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any  # noqa: UP035 - OmegaConf needs typing.Optional
 
@@ -119,6 +120,27 @@ def _one_line(exc: Exception) -> str:
     return first + (f" (key {full_key})" if full_key and full_key not in first else "")
 
 
+def _check_key(key: str, algo_name: str) -> None:
+    """Walk a dotted key through the config dataclasses; unknown parts are a FluxError."""
+    cls: type | None = Config
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if cls is None:
+            raise FluxError(f"unknown config key {key!r}: {'.'.join(parts[:i])} has no fields")
+        names = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        names.pop("defaults", None)
+        if part not in names:
+            where = f"{'.'.join(parts[:i]) or 'the run config'} ({cls.__name__})"
+            raise FluxError(f"unknown config key {key!r}: no field {part!r} in {where}; "
+                            f"{close_matches(part, names)}")
+        if cls is Config and part == "algo":
+            cls = ALGO_CONFIGS[algo_name]
+        elif part in ("actor", "critic"):
+            cls = NetConfig
+        else:
+            cls = None
+
+
 def compose(overrides: list[str]) -> Config:
     """Compose a :class:`Config` from Hydra overrides, or raise :class:`FluxError` in one line."""
     from hydra import compose as hydra_compose
@@ -126,16 +148,20 @@ def compose(overrides: list[str]) -> Config:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
+    algo_name = "sac"
     for ov in overrides:
         if "=" not in ov:
             raise FluxError(f"argument {ov!r} is not key=value; e.g. algo=sac env=gym/Hopper-v5")
         key, value = ov.split("=", 1)
-        key = key.lstrip("+~")
-        if key == "algo" and value not in ALGO_CONFIGS:
-            raise FluxError(f"unknown algorithm {value!r}; {close_matches(value, ALGO_CONFIGS)}")
-        if "." not in key and key not in {f.name for f in dataclasses.fields(Config)} - {"defaults"}:
-            top = [f.name for f in dataclasses.fields(Config) if f.name != "defaults"]
-            raise FluxError(f"unknown config key {key!r}; {close_matches(key, top)}")
+        if key.startswith(("+", "~")):
+            raise FluxError(f"{ov!r}: fluxrl configs have a fixed set of keys, so '+' and '~' "
+                            f"are not needed; write {key.lstrip('+~')}={value}")
+        if key == "algo":
+            if value not in ALGO_CONFIGS:
+                raise FluxError(f"unknown algorithm {value!r}; {close_matches(value, ALGO_CONFIGS)}")
+            algo_name = value
+    for ov in overrides:
+        _check_key(ov.split("=", 1)[0], algo_name)
     _register()
     GlobalHydra.instance().clear()
     try:
@@ -219,6 +245,19 @@ def resolve(cfg: Config) -> Config:
         if not 0.0 <= getattr(algo, key) <= 1.0:
             raise FluxError(f"algo.{key} must lie in [0, 1], got {getattr(algo, key)}")
     for key in [f.name for f in dataclasses.fields(algo) if f.name.startswith("lr_")]:
-        if getattr(algo, key) <= 0:
-            raise FluxError(f"algo.{key} must be positive, got {getattr(algo, key)}")
+        if not math.isfinite(getattr(algo, key)) or getattr(algo, key) <= 0:
+            raise FluxError(f"algo.{key} must be a positive finite number, got {getattr(algo, key)}")
+    if cfg.seed < 0:
+        raise FluxError(f"seed must be zero or positive, got seed={cfg.seed}")
+    checks = {"init_alpha": lambda v: v > 0, "policy_delay": lambda v: v >= 1,
+              "target_noise": lambda v: v >= 0, "noise_clip": lambda v: v >= 0,
+              "explore_noise": lambda v: v >= 0}
+    for key, ok in checks.items():
+        if hasattr(algo, key) and not (math.isfinite(getattr(algo, key)) and ok(getattr(algo, key))):
+            bound = "positive" if key == "init_alpha" else (
+                "at least 1" if key == "policy_delay" else "zero or positive")
+            raise FluxError(f"algo.{key} must be {bound}, got {getattr(algo, key)}")
+    if hasattr(algo, "log_std_min") and not algo.log_std_min < algo.log_std_max:
+        raise FluxError(f"algo.log_std_min ({algo.log_std_min}) must be below algo.log_std_max "
+                        f"({algo.log_std_max})")
     return cfg

@@ -19,10 +19,12 @@ def available() -> list[str]:
 
     names = []
     for env_id, spec in gymnasium.registry.items():
-        ep = str(spec.entry_point)
+        ep = spec.entry_point if isinstance(spec.entry_point, str) else (
+            f"{getattr(spec.entry_point, '__module__', '')}:{getattr(spec.entry_point, '__name__', '')}")
         builtin = ep.startswith("gymnasium.")
         continuous = "mujoco" in ep or "pendulum:" in ep or "continuous_mountain_car" in ep
-        if continuous or not builtin:  # user-registered tasks are checked when built
+        legacy = "mujoco" in ep and env_id.endswith(("-v2", "-v3"))  # need mujoco-py
+        if (continuous and not legacy) or not builtin:  # user-registered tasks are checked when built
             names.append(env_id)
     return names
 
@@ -37,12 +39,20 @@ class GymEnv(HostEnv):
             os.environ.setdefault("MUJOCO_GL", "egl")
         kwargs = {"render_mode": "rgb_array"} if render else {}
         kwargs["disable_env_checker"] = True  # its step-to-step state would break set_state
-        self._env = gymnasium.make(task, **kwargs)
+        try:
+            self._env = gymnasium.make(task, **kwargs)
+        except (ImportError, gymnasium.error.Error) as exc:
+            from fluxrl.errors import FluxError
+
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise FluxError(f"gym/{task} cannot be built here: {first}") from None
         space = self._env.action_space
         self._low = np.asarray(space.low, np.float64)
         self._high = np.asarray(space.high, np.float64)
         if not (np.all(np.isfinite(self._low)) and np.all(np.isfinite(self._high))):
-            raise ValueError(f"gym/{task} has unbounded actions; fluxrl needs a bounded Box")
+            from fluxrl.errors import FluxError
+
+            raise FluxError(f"gym/{task} has unbounded actions; fluxrl needs a bounded Box")
         obs_dim = int(np.prod(self._env.observation_space.shape))
         limit = self._env.spec.max_episode_steps or 1000
         self.spec = EnvSpec(f"gym/{task}", "gym", obs_dim, int(space.shape[0]), action_repeat,
