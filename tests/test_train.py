@@ -35,19 +35,30 @@ def _rows(run_dir: Path, seed: int, kind: str = "eval") -> list[dict]:
 
 
 def test_seed_in_group_follows_seed_alone(tmp_path):
-    """Seed 1 trained inside a group of three follows seed 1 trained alone (300 updates)."""
+    """Seed 3 trained inside a group of five follows seed 3 trained alone (300 updates)."""
     budget = ["steps=600", "warmup=300", "eval_every=300", "log_every=100"]
-    group = _run(tmp_path, "group", budget + ["seed=0", "seeds=3"])
-    alone = _run(tmp_path, "alone", budget + ["seed=1", "seeds=1"])
-    p_group = jax.tree.map(lambda x: np.asarray(x)[1], group.state.agent.actor)
-    p_alone = jax.tree.map(lambda x: np.asarray(x)[0], alone.state.agent.actor)
+    group = _run(tmp_path, "group", budget + ["seed=0", "seeds=5"])
+    alone = _run(tmp_path, "alone", budget + ["seed=3", "seeds=1"])
+    p_group = jax.tree.map(lambda x: np.asarray(x)[3], group.state.agent)
+    p_alone = jax.tree.map(lambda x: np.asarray(x)[0], alone.state.agent)
     for a, b in zip(jax.tree.leaves(p_group), jax.tree.leaves(p_alone), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # same actions on the same observations
+    from fluxrl.agents.baselines.sac import make_sac
+    from fluxrl.config import resolve
+    from fluxrl.envs import make_env
+
+    cfg = resolve(compose(SMALL + budget))
+    agent = make_sac(cfg.algo, make_env("gym/Pendulum-v1").spec)
+    obs = np.random.default_rng(0).uniform(-1, 1, (64, 3)).astype(np.float32)
+    key = jax.random.PRNGKey(7)
+    np.testing.assert_allclose(agent.act(p_group, obs, key, False), agent.act(p_alone, obs, key, False),
+                               rtol=1e-4, atol=1e-5)
     # the other members of the group really are different agents
     other = jax.tree.map(lambda x: np.asarray(x)[0], group.state.agent.actor)
-    assert not np.allclose(jax.tree.leaves(other)[0], jax.tree.leaves(p_alone)[0])
+    assert not np.allclose(jax.tree.leaves(other)[0], jax.tree.leaves(p_alone.actor)[0])
     for kind in ("train", "eval"):
-        g, a = _rows(group.run_dir, 1, kind), _rows(alone.run_dir, 1, kind)
+        g, a = _rows(group.run_dir, 3, kind), _rows(alone.run_dir, 3, kind)
         assert [r["step"] for r in g] == [r["step"] for r in a]
         for rg, ra in zip(g, a, strict=True):
             for k in ra:
