@@ -31,13 +31,17 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
     return ACTIVATIONS[name]
 
 
-class MLP(nn.Module):
-    """``depth`` x (Dense(width) -> [LayerNorm] -> activation)."""
+class Backbone(nn.Module):
+    """Fields every backbone shares: hidden ``width``, ``depth``, activation name, LayerNorm."""
 
     width: int
     depth: int
     act: str = "relu"
     layer_norm: bool = False
+
+
+class MLP(Backbone):
+    """``depth`` x (Dense(width) -> [LayerNorm] -> activation)."""
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -50,15 +54,10 @@ class MLP(nn.Module):
         return x
 
 
-class SimBa(nn.Module):
+class SimBa(Backbone):
     """SimBa (Lee et al., 2024, arXiv 2410.09754): linear embedding, pre-LN residual blocks with a
     4x inverted bottleneck, final LayerNorm. The paper's running-statistics observation norm is
     left to the trainer's observation normaliser."""
-
-    width: int
-    depth: int
-    act: str = "relu"
-    layer_norm: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -71,14 +70,9 @@ class SimBa(nn.Module):
         return nn.LayerNorm()(x)
 
 
-class BroNet(nn.Module):
+class BroNet(Backbone):
     """BroNet (Nauman et al., 2024, arXiv 2405.16158): Dense-LN-act stem, then residual blocks
     x + LN(Dense(act(LN(Dense(x)))))."""
-
-    width: int
-    depth: int
-    act: str = "relu"
-    layer_norm: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -91,11 +85,14 @@ class BroNet(nn.Module):
         return x
 
 
-BACKBONES: dict[str, type[nn.Module]] = {"mlp": MLP, "simba": SimBa, "bronet": BroNet}
+BACKBONES: dict[str, type[Backbone]] = {"mlp": MLP, "simba": SimBa, "bronet": BroNet}
 
 
 def make_backbone(name: str, width: int, depth: int, act: str, layer_norm: bool) -> nn.Module:
-    """Build a backbone from the registry; unknown names are a :class:`FluxError`."""
+    """Build a backbone from the registry; unknown names are a :class:`FluxError`.
+
+    SimBa and BroNet always normalise (their LayerNorms are part of the architecture);
+    ``layer_norm`` only changes the MLP."""
     if name not in BACKBONES:
         raise FluxError(f"unknown backbone {name!r}; {close_matches(name, BACKBONES)}")
     activation(act)
