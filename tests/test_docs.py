@@ -21,3 +21,23 @@ def test_every_config_field_is_documented():
         documented = {f[0] for f in fields_with_docs(cls)}
         names = {f.name for f in dataclasses.fields(cls)} - {"defaults"}
         assert names == documented, f"{cls.__name__}: undocumented {names - documented}"
+
+
+def test_taxonomy_page_in_sync():
+    from fluxrl.taxonomy import taxonomy_markdown
+
+    assert (ROOT / "docs" / "taxonomy.md").read_text() == taxonomy_markdown(), (
+        "regenerate: python -c \"from fluxrl.taxonomy import taxonomy_markdown as t; "
+        "open('docs/taxonomy.md','w').write(t())\"")
+
+
+def test_registered_algorithms_sit_in_their_cells():
+    from fluxrl.agents import REGISTRY, get_algo
+    from fluxrl.taxonomy import CELLS, GUIDANCE
+
+    get_algo("sac")
+    for name, info in REGISTRY.items():
+        if info.family == "baseline":
+            continue
+        assert info.family in GUIDANCE
+        assert name in CELLS.get((info.family, info.reference), []), name

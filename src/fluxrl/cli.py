@@ -1,4 +1,4 @@
-"""Command line: ``fluxrl train|eval|plot|demo``. User mistakes print one line and exit 2."""
+"""Command line: ``fluxrl train|demo|eval|algos|plot``. User mistakes print one line and exit 2."""
 
 from __future__ import annotations
 
@@ -57,6 +57,13 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _algos(args: argparse.Namespace) -> int:
+    from fluxrl.taxonomy import grid_markdown
+
+    print(grid_markdown())
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The ``fluxrl`` argument parser."""
     p = argparse.ArgumentParser(prog="fluxrl", description="RL with diffusion and flow policies")
@@ -77,6 +84,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--episodes", type=int, default=10)
     e.add_argument("--video", action="store_true", help="write mp4s to RUN_DIR/videos (headless)")
     e.set_defaults(func=_eval)
+    a = sub.add_parser("algos", help="the taxonomy grid (guidance x reference policy) and what "
+                       "is implemented")
+    a.set_defaults(func=_algos)
     pl = sub.add_parser("plot", help="learning curves of one or more runs to a PNG")
     pl.add_argument("run_dirs", nargs="+")
     pl.add_argument("--out", default=None, help="PNG path (default RUN_DIR/curves.png)")
