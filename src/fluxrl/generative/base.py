@@ -232,7 +232,8 @@ class GenerativeModel:
                             f"{close_matches(method, self.methods)}")
         order, eta = self.methods[method][0], float(self.methods[method][1] if eta is None else eta)
         if eta < 0 or (order == 1 and eta > 1):
-            raise FluxError(f"eta must be in [0, {1 if order == 1 else 'inf'}), got {eta}")
+            raise FluxError(f"eta for the {method} sampler must be in "
+                            f"{'[0, 1]' if order == 1 else '[0, inf)'}, got {eta}")
         clip = self.clip if clip is None else clip
         net = as_network(apply)
         p = params if differentiable else jax.lax.stop_gradient(params)
@@ -242,7 +243,9 @@ class GenerativeModel:
         t_eval = t_cur if order == 1 or eta == 0 else jnp.minimum(t_cur * (1 + eta), self.t_ceiling)
         c = net.embed_cond(p, cond)
         e_eval = net.embed_time(p, self.time_input(t_eval))
-        e_next = net.embed_time(p, self.time_input(jnp.maximum(t_next, self.t_eps)))
+        e_next = None  # Heun's second evaluation, at the next grid time
+        if order == 2:
+            e_next = net.embed_time(p, self.time_input(jnp.maximum(t_next, self.t_eps)))
         k0, ks = jax.random.split(key)
         x_init = self.alpha_sigma(grid[0])[1] * jax.random.normal(k0, tuple(shape))
 

@@ -32,7 +32,9 @@ class FourierTimeEmbedding(nn.Module):
     2023) and flow-rl's ``LearnableFourierEmbedding`` do (their init scale is 0.2 on t in [0, 1]);
     ``learned=False`` keeps ``w`` fixed (drawn from ``seed``, stored nowhere), as the Gaussian
     Fourier projection of Song et al. 2021 (arXiv 2011.13456). ``t`` is any real time input (t in
-    [0, 1], or EDM's ``c_noise = ln(sigma) / 4``); ``[...] -> [..., dim]``.
+    [0, 1], or EDM's ``c_noise = ln(sigma) / 4``); ``[...] -> [..., dim]``. Default ``scale = 1``
+    (about one period over [0, 1]): on this repo's 2-D mixture test, 0.2 (flow-rl) and 4 fit
+    equally well.
     """
 
     dim: int = 64
