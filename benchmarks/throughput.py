@@ -31,6 +31,7 @@ CONFIGS = {
     "td3-2x256": (["algo=td3"], 1),
     "sac-2x32": (["algo=sac", "algo.actor.width=32", "algo.critic.width=32"], 1),
     "sac-2x32-5seeds": (["algo=sac", "algo.actor.width=32", "algo.critic.width=32"], 5),
+    "qsm": (["algo=qsm"], 1),  # paper settings: 3x256 Mish denoiser, 20 steps, 2x256 critics
 }
 ENV = "gym/HalfCheetah-v5"
 

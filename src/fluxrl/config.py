@@ -65,12 +65,73 @@ class TD3Config:
     explore_noise: float = 0.1  #: std of Gaussian exploration noise (flow-rl td3.yaml)
 
 
+def diffusion_actor() -> NetConfig:
+    """The diffusion actor's network: 3 hidden Mish layers, width per suite (paper A.3: 3 x 256,
+    DMC 512, Mish)."""
+    return NetConfig(depth=3, act="mish")
+
+
+@dataclass
+class QSMConfig:
+    """Q-Score Matching (Psenka et al. 2023): match the actor's score to grad_a Q / temperature."""
+
+    name: str = "qsm"  #: algorithm name in the registry
+    actor: NetConfig = field(default_factory=diffusion_actor)  #: denoiser MLP, depth counting its fused input layer (paper A.3: 3x256 Mish, DMC 512)
+    critic: NetConfig = field(default_factory=NetConfig)  #: critic backbone (paper A.3)
+    num_critics: int = 2  #: Q ensemble size (paper A.3; flow-rl qsm.py ensemble_size=2)
+    critic_agg: str = "min"  #: ensemble reduction for the TD target and best-of-N picking (flow-rl qsm.py)
+    discount: float = 0.99  #: gamma (paper Table 3)
+    tau: float = 0.005  #: target EMA rate (paper A.3; flow-rl qsm.yaml ema)
+    lr_actor: float = 3e-4  #: denoiser Adam lr, constant (paper A.3; flow-rl qsm.yaml diffusion.lr, no decay)
+    lr_critic: float = 3e-4  #: critic Adam lr (paper A.3; flow-rl qsm.yaml critic_lr)
+    model: str = "vp-cosine"  #: generative model; eps-predicting only: vp-cosine, vp-linear, ddpm, ddpm-linear (flow-rl qsm.py ContinuousDDPM, cosine)
+    diffusion_steps: int = 20  #: denoising steps when sampling (paper A.3; flow-rl qsm.yaml diffusion.steps)
+    time_dim: int = 64  #: Fourier time-embedding size (paper A.3; flow-rl qsm.yaml diffusion.time_dim)
+    fourier_scale: float = 0.2  #: init std of the learned Fourier frequencies (flow-rl LearnableFourierEmbedding)
+    obs_encoder_width: int = 128  #: width of the Mish MLP that encodes the state for the denoiser (flow-rl qsm.py cond_embedding)
+    obs_encoder_depth: int = 2  #: layers of that state encoder, 0 for none (flow-rl qsm.py cond_embedding MLP(128, 128))
+    temperature: float = 0.1  #: lambda: the score target is grad_a Q / lambda (paper A.3; flow-rl mujoco qsm.yaml temp; its DMC config uses 0.2)
+    normalize_grad: bool = True  #: divide grad_a Q by its batch mean absolute value (flow-rl qsm.py; the QSM paper does not)
+    grad_agg: str = "mean"  #: ensemble reduction of the target critic whose action gradient is matched (flow-rl qsm.py)
+    num_samples: int = 10  #: actions drawn per state for best-of-N at evaluation (paper A.3; flow-rl qsm.yaml num_samples)
+    explore_noise: float = 0.1  #: std of Gaussian noise added to the single training-time sample (flow-rl qsm.py sample_actions)
+
+    def validate(self) -> None:
+        """QSM-specific checks (:func:`resolve` calls this): values, and a model with a score."""
+        from fluxrl.generative import MODELS, make_model
+        from fluxrl.nets.critics import AGGREGATIONS
+
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise FluxError(f"algo.temperature must be a positive number, got {self.temperature}")
+        if not (math.isfinite(self.fourier_scale) and self.fourier_scale > 0):
+            raise FluxError(f"algo.fourier_scale must be a positive number, got {self.fourier_scale}")
+        for key in ("num_samples", "diffusion_steps", "time_dim", "obs_encoder_width"):
+            if getattr(self, key) < 1:
+                raise FluxError(f"algo.{key} must be at least 1, got {getattr(self, key)}")
+        if self.time_dim % 2:
+            raise FluxError(f"algo.time_dim must be even (cos and sin halves), got {self.time_dim}")
+        if self.obs_encoder_depth < 0:
+            raise FluxError(f"algo.obs_encoder_depth must be zero or positive, got "
+                            f"{self.obs_encoder_depth}")
+        if self.grad_agg not in AGGREGATIONS:
+            raise FluxError(f"unknown algo.grad_agg={self.grad_agg!r}; choose one of: "
+                            + ", ".join(AGGREGATIONS))
+        model = make_model(self.model, steps=self.diffusion_steps)  # FluxError if unknown or bad
+        if model.prediction != "eps":
+            ok = [n for n, f in MODELS.items() if getattr(f, "func", f).prediction == "eps"]
+            raise FluxError(f"algo.model={self.model!r} predicts {model.prediction}: QSM regresses "
+                            f"the prediction on the score grad_a Q / lambda, which in "
+                            f"{model.prediction} terms blows up (velocity: 1 / (1 - t) at t -> 1; "
+                            f"x0: sigma^2), while as noise it is -sigma grad_a Q / lambda; choose an "
+                            f"eps-predicting model: {', '.join(ok)}")
+
+
 @dataclass
 class Config:
     """A training run. ``steps``, ``warmup``, ``eval_every`` count simulator frames (paper Table 3)."""
 
     defaults: list[Any] = field(default_factory=lambda: ["_self_", {"algo": "sac"}])
-    algo: Any = None  #: algorithm config group: ``algo=sac`` or ``algo=td3``
+    algo: Any = None  #: algorithm config group: ``algo=sac``, ``algo=td3`` or ``algo=qsm``
     env: str = "gym/HalfCheetah-v5"  #: task, ``gym/<Gymnasium id>`` or ``dmc/<domain>-<task>``
     seed: int = 0  #: first seed; member k of the group uses seed + k (paper: seeds 0-4)
     seeds: int = 1  #: independent agents trained together as one vmapped program
@@ -93,7 +154,7 @@ class Config:
     plot: bool = True  #: write run_dir/curves.png at the end of training
 
 
-ALGO_CONFIGS: dict[str, type] = {"sac": SACConfig, "td3": TD3Config}
+ALGO_CONFIGS: dict[str, type] = {"sac": SACConfig, "td3": TD3Config, "qsm": QSMConfig}
 
 #: Suite-dependent defaults (paper Table 3 and Appendix A.3, protocol.md sections 2-3).
 SUITE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -260,4 +321,6 @@ def resolve(cfg: Config) -> Config:
     if hasattr(algo, "log_std_min") and not algo.log_std_min < algo.log_std_max:
         raise FluxError(f"algo.log_std_min ({algo.log_std_min}) must be below algo.log_std_max "
                         f"({algo.log_std_max})")
+    if hasattr(algo, "validate"):  # algorithm-specific checks live with the algorithm's config
+        algo.validate()
     return cfg

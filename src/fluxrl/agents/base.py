@@ -60,7 +60,7 @@ def register(info: AlgoInfo) -> AlgoInfo:
 
 def get_algo(name: str) -> AlgoInfo:
     """Look an algorithm up by name; unknown names are a :class:`FluxError` with close matches."""
-    from fluxrl.agents import baselines  # noqa: F401 - populates the registry
+    from fluxrl.agents import baselines, q_guidance  # noqa: F401 - populate the registry
 
     if name not in REGISTRY:
         raise FluxError(f"unknown algorithm {name!r}; {close_matches(name, REGISTRY)}")
