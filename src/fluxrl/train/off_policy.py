@@ -8,6 +8,7 @@ action. Seeds are the leading ``vmap`` axis of the whole state. Random keys are 
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from fluxrl.envs import EnvSpec, Transition
 from fluxrl.train.replay import Replay, replay_add, replay_init, replay_sample
 
 ACT_STREAM = 1  #: index of the acting key in a seed's key pair (0 is the update stream)
+EVAL_KEY = 2_718_281  #: seed of evaluation keys (shared by all seeds; each round starts afresh)
 
 
 @struct.dataclass
@@ -47,9 +49,16 @@ class OffPolicyPrograms:
         self.init = jax.jit(jax.vmap(self._init))
         self.insert = jax.jit(jax.vmap(self._insert), donate_argnums=0)
         self.step = jax.jit(jax.vmap(self._step, in_axes=(0, 0, 0, None)), donate_argnums=0)
-        self.act_eval = jax.jit(jax.vmap(lambda a, o: self.agent.act(a, o, jnp.zeros(2, jnp.uint32),
-                                                                     True)))
+        self.act_eval = jax.jit(jax.vmap(
+            lambda a, o, i: self.agent.act(a, o, jax.random.fold_in(jax.random.PRNGKey(EVAL_KEY), i),
+                                           True), in_axes=(0, 0, None)))
         self.act_explore = jax.jit(jax.vmap(self._act, in_axes=(0, 0, None)))
+
+    def eval_policy(self, agent_state: Any):
+        """``obs -> action`` for evaluation: deterministic where the agent has a mode; sampling
+        agents (best-of-N over a diffusion chain) get a fresh key at every call."""
+        calls = itertools.count()
+        return lambda obs: self.act_eval(agent_state, obs, next(calls))
 
     # ---- per-seed pure functions (vmapped above) ----
     def _init(self, key: jax.Array) -> TrainState:

@@ -9,7 +9,6 @@ import platform
 import sys
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import jax
@@ -181,7 +180,7 @@ def train(cfg: Config, overrides: list[str] | None = None) -> RunResult:
                 if metrics and t + 1 >= warmup:
                     logger.train(frame, metrics)
             if every(cfg.eval_every, t) or t + 1 == total:
-                rets, lens = evaluate(partial(prog.act_eval, state.agent), eval_envs, seeds)
+                rets, lens = evaluate(prog.eval_policy(state.agent), eval_envs, seeds)
                 logger.eval(frame, rets, lens)
                 logger.flush()
                 last_eval = float(rets.mean())
@@ -235,7 +234,7 @@ def evaluate_run(run_dir: Path, episodes: int = 10, video: bool = False) -> dict
     envs = [[make_env(cfg.env, cfg.action_repeat, render=video and j == 0)
              for j in range(episodes)] for _ in seeds]
     frames: list | None = [] if video else None
-    rets, lens = evaluate(lambda o: prog.act_eval(state.agent, o), envs, seeds, frames)
+    rets, lens = evaluate(prog.eval_policy(state.agent), envs, seeds, frames)
     out = {"frame": frame, "returns": rets, "lengths": lens, "videos": []}
     if video:
         import imageio
