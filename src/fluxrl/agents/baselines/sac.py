@@ -13,7 +13,7 @@ import optax
 from flax import struct
 
 from fluxrl.agents.base import Agent, AlgoInfo, register
-from fluxrl.agents.common import adam_step, soft_update, td_target
+from fluxrl.agents.common import adam_step, critic_step, soft_update, td_target
 from fluxrl.config import NetConfig, SACConfig
 from fluxrl.envs import EnvSpec
 from fluxrl.nets.backbones import make_backbone
@@ -94,12 +94,8 @@ def make_sac(cfg: SACConfig, spec: EnvSpec) -> Agent:
         target = td_target(batch["reward"], batch["terminated"], cfg.discount,
                            next_q - alpha * next_logp)
 
-        def critic_loss(p):
-            q = critic.apply({"params": p}, batch["obs"], batch["action"])
-            return ((q - target) ** 2).mean(), q.mean()
-
-        (c_loss, q_mean), g = jax.value_and_grad(critic_loss, has_aux=True)(state.critic)
-        pc, critic_opt = adam_step(state.critic, state.critic_opt, g, tx_critic)
+        pc, critic_opt, c_loss, q_mean = critic_step(critic, state.critic, state.critic_opt,
+                                                     tx_critic, batch, target)
 
         def actor_loss(p):
             mean, log_std = actor.apply({"params": p}, batch["obs"])

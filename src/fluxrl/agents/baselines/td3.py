@@ -12,7 +12,7 @@ from flax import struct
 
 from fluxrl.agents.base import Agent, AlgoInfo, register
 from fluxrl.agents.baselines.sac import backbone
-from fluxrl.agents.common import adam_step, soft_update, td_target
+from fluxrl.agents.common import adam_step, critic_step, soft_update, td_target
 from fluxrl.config import TD3Config
 from fluxrl.envs import EnvSpec
 from fluxrl.nets.critics import QEnsemble, aggregate
@@ -67,12 +67,8 @@ def make_td3(cfg: TD3Config, spec: EnvSpec) -> Agent:
                                         next_a), cfg.critic_agg)
         target = td_target(batch["reward"], batch["terminated"], cfg.discount, next_q)
 
-        def critic_loss(p):
-            q = critic.apply({"params": p}, batch["obs"], batch["action"])
-            return ((q - target) ** 2).mean(), q.mean()
-
-        (c_loss, q_mean), g = jax.value_and_grad(critic_loss, has_aux=True)(state.critic)
-        pc, critic_opt = adam_step(state.critic, state.critic_opt, g, tx_critic)
+        pc, critic_opt, c_loss, q_mean = critic_step(critic, state.critic, state.critic_opt,
+                                                     tx_critic, batch, target)
         state = state.replace(critic=pc, critic_opt=critic_opt)
 
         def delayed(s: TD3State):

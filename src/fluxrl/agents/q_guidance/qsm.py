@@ -30,7 +30,7 @@ from flax import struct
 
 from fluxrl.agents.base import Agent, AlgoInfo, register
 from fluxrl.agents.baselines.sac import backbone
-from fluxrl.agents.common import adam_step, soft_update, td_target
+from fluxrl.agents.common import adam_step, critic_step, soft_update, td_target
 from fluxrl.config import QSMConfig
 from fluxrl.envs import EnvSpec
 from fluxrl.generative import GenerativeModel, make_model
@@ -112,12 +112,8 @@ def make_qsm(cfg: QSMConfig, spec: EnvSpec) -> Agent:
         next_q = q_value(cfg.critic_agg)(state.target, batch["next_obs"], next_a)
         target = td_target(batch["reward"], batch["terminated"], cfg.discount, next_q)
 
-        def critic_loss(p):
-            q = critic.apply({"params": p}, batch["obs"], batch["action"])
-            return ((q - target) ** 2).mean(), q.mean()
-
-        (c_loss, q_mean), g = jax.value_and_grad(critic_loss, has_aux=True)(state.critic)
-        pc, critic_opt = adam_step(state.critic, state.critic_opt, g, tx_critic)
+        pc, critic_opt, c_loss, q_mean = critic_step(critic, state.critic, state.critic_opt,
+                                                     tx_critic, batch, target)
         pt = soft_update(state.target, pc, cfg.tau)
 
         # the actor matches the gradient of the freshly updated target critic at noised replay actions
