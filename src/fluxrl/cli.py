@@ -1,4 +1,4 @@
-"""Command line: ``fluxrl train|demo|eval|algos|plot``. User mistakes print one line and exit 2."""
+"""Command line: ``fluxrl train|demo|eval|algos|plot|toy``. User mistakes print one line and exit 2."""
 
 from __future__ import annotations
 
@@ -64,6 +64,24 @@ def _algos(args: argparse.Namespace) -> int:
     return 0
 
 
+def _toy(args: argparse.Namespace) -> int:
+    from fluxrl.toy import run_toy
+
+    algo = "qsm"
+    rest = []
+    for ov in args.overrides:
+        if ov.startswith("algo="):
+            algo = ov.split("=", 1)[1]
+        else:
+            rest.append(ov)
+    out = run_toy(algo, rest, Path(args.out), explore_noise=not args.no_noise)
+    print(f"run_dir: {out['run_dir']}")
+    print("fraction of samples within 0.25 of each bump: "
+          + ", ".join(f"{f:.3f}" for f in out["mode_fractions"]))
+    print(f"picture: {out['png']}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The ``fluxrl`` argument parser."""
     p = argparse.ArgumentParser(prog="fluxrl", description="RL with diffusion and flow policies")
@@ -92,6 +110,13 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", default=None, help="PNG path (default RUN_DIR/curves.png)")
     pl.add_argument("--title", default=None)
     pl.set_defaults(func=_plot)
+    ty = sub.add_parser("toy", help="train on a 2-D bandit with four reward bumps in seconds and "
+                        "picture the policy's action samples: fluxrl toy algo=qsm --out toy.png")
+    ty.add_argument("overrides", nargs="*", help="algo=NAME and extra key=value overrides")
+    ty.add_argument("--out", default="toy.png", help="PNG path (default toy.png)")
+    ty.add_argument("--no-noise", action="store_true",
+                    help="sample without the exploration noise an agent adds (QSM: N(0, 0.1^2))")
+    ty.set_defaults(func=_toy)
     return p
 
 
