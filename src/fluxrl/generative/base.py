@@ -18,6 +18,7 @@ collection.
 
 from __future__ import annotations
 
+import abc
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -84,7 +85,7 @@ def bcast(v: Array, x: Array) -> Array:
 
 
 @dataclass(frozen=True)
-class GenerativeModel:
+class GenerativeModel(abc.ABC):
     """Base of every model. ``steps``: default sampling steps (protocol: 20). ``clip``: clip samples
     to [-1, 1], the action box (default on); with ``clip_denoised`` the ``x0`` estimate is also
     clipped inside every step (Ho et al. 2020's ``clip_denoised``, on by default for diffusion)."""
@@ -102,25 +103,25 @@ class GenerativeModel:
         check_steps(self.steps)
 
     # ---- what a model defines -------------------------------------------------------------
+    @abc.abstractmethod
     def alpha_sigma(self, t: Array) -> tuple[Array, Array]:
         """``(alpha_t, sigma_t)`` of the path, elementwise in ``t``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def sample_time(self, key: Array, shape: Sequence[int]) -> Array:
         """Training times."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def time_grid(self, steps: int) -> Array:
         """``[steps + 1]`` decreasing times from the prior to the data; the last is 0."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def split(self, pred: Array, x_t: Array, t: Array) -> tuple[Array, Array]:
         """The model's prediction as ``(x0, eps)`` estimates (``t`` broadcast to ``x_t``)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def join(self, x0: Array, eps: Array, t: Array) -> Array:
         """``(x0, eps) -> `` the model's prediction; with the true pair it is the training target."""
-        raise NotImplementedError
 
     def time_input(self, t: Array) -> Array:
         """What the network is told about the time."""
@@ -130,7 +131,7 @@ class GenerativeModel:
         """``(c_in, c_skip, c_out)``: prediction ``= c_skip x + c_out net(c_in x)``; None = identity."""
         return None
 
-    def check_sampling(self, steps: int) -> None:
+    def check_sampling(self, steps: int) -> None:  # noqa: B027 - optional hook, no limits by default
         """Model-specific limits on the number of sampling steps."""
 
     # ---- forward process and loss ---------------------------------------------------------
