@@ -92,7 +92,7 @@ def test_critic_target_is_clipped_double_q_and_stops_at_termination(agg, bootstr
     batch = {k: jnp.asarray(v, jnp.float32) for k, v in batch.items()}
     _, metrics = jax.jit(agent.update)(state, batch, jax.random.PRNGKey(2), jnp.int32(0))
 
-    from fluxrl.agents.baselines.sac import backbone
+    from fluxrl.nets.backbones import backbone_from as backbone
     from fluxrl.nets.critics import QEnsemble
 
     q = QEnsemble(backbone(cfg.algo.critic), 2).apply({"params": state.critic}, batch["obs"],

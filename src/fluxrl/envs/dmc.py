@@ -30,7 +30,6 @@ class DMCEnv(HostEnv):
         from dm_control import suite
 
         self._domain, self._task = task.split("-", 1)
-        self._suite = suite
         self._env = suite.load(self._domain, self._task, task_kwargs={"random": 0})
         aspec = self._env.action_spec()
         self._low = np.asarray(aspec.minimum, np.float64)

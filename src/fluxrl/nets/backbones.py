@@ -7,12 +7,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from fluxrl.errors import FluxError, close_matches
+
+if TYPE_CHECKING:
+    from fluxrl.config import NetConfig
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu,
@@ -97,3 +101,8 @@ def make_backbone(name: str, width: int, depth: int, act: str, layer_norm: bool)
         raise FluxError(f"unknown backbone {name!r}; {close_matches(name, BACKBONES)}")
     activation(act)
     return BACKBONES[name](width=width, depth=depth, act=act, layer_norm=layer_norm)
+
+
+def backbone_from(net: NetConfig) -> nn.Module:
+    """The backbone a :class:`fluxrl.config.NetConfig` (resolved) describes."""
+    return make_backbone(net.backbone, net.width, net.depth, net.act, net.layer_norm)

@@ -9,7 +9,6 @@ action. Seeds are the leading ``vmap`` axis of the whole state. Random keys are 
 from __future__ import annotations
 
 import itertools
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,16 +114,3 @@ def pop_metrics(state: TrainState) -> tuple[TrainState, dict[str, np.ndarray]]:
     state = state.replace(msum=jax.tree.map(jnp.zeros_like, state.msum),
                           mcount=jnp.zeros_like(state.mcount))
     return state, means
-
-
-class Timer:
-    """Wall-clock steps/s over a sliding window, for the progress bar."""
-
-    def __init__(self):
-        self.t0, self.n0 = time.perf_counter(), 0
-
-    def rate(self, n: int) -> float:
-        t = time.perf_counter()
-        r = (n - self.n0) / max(t - self.t0, 1e-9)
-        self.t0, self.n0 = t, n
-        return r

@@ -158,8 +158,6 @@ def train(cfg: Config, overrides: list[str] | None = None) -> RunResult:
 
         bar = tqdm(total=total * repeat, initial=start * repeat, unit="frame", dynamic_ncols=True,
                    desc=f"{cfg.algo.name} {cfg.env} x{len(seeds)}", smoothing=0.05, mininterval=1.0)
-    last_eval = float("nan")
-    returns_window: list[float] = []
     try:
         for t in range(start, total):
             tr, obs = env.step(action)
@@ -172,9 +170,8 @@ def train(cfg: Config, overrides: list[str] | None = None) -> RunResult:
             frame = (t + 1) * repeat
             if bar is not None:
                 bar.update(repeat)
-            for per_seed in env.pop_finished():
-                returns_window.extend(r for r, _ in per_seed)
             if every(cfg.log_every, t):
+                env.pop_finished()  # training-episode bookkeeping is not logged; keep it bounded
                 state, metrics = pop_metrics(state)
                 _check_finite(metrics, frame, seeds, run_dir)
                 if metrics and t + 1 >= warmup:
@@ -183,9 +180,8 @@ def train(cfg: Config, overrides: list[str] | None = None) -> RunResult:
                 rets, lens = evaluate(prog.eval_policy(state.agent), eval_envs, seeds)
                 logger.eval(frame, rets, lens)
                 logger.flush()
-                last_eval = float(rets.mean())
                 if bar is not None:
-                    bar.set_postfix(eval=f"{last_eval:.1f}", refresh=False)
+                    bar.set_postfix(eval=f"{rets.mean():.1f}", refresh=False)
             if (cfg.checkpoint_every and every(cfg.checkpoint_every, t)) or t + 1 == total:
                 # never checkpoint a state whose losses are already non-finite
                 _check_finite(jax.device_get(state.msum), frame, seeds, run_dir)

@@ -14,15 +14,10 @@ from flax import struct
 
 from fluxrl.agents.base import Agent, AlgoInfo, register
 from fluxrl.agents.common import adam_step, critic_step, soft_update, td_target
-from fluxrl.config import NetConfig, SACConfig
+from fluxrl.config import SACConfig
 from fluxrl.envs import EnvSpec
-from fluxrl.nets.backbones import make_backbone
+from fluxrl.nets.backbones import backbone_from
 from fluxrl.nets.critics import QEnsemble, aggregate
-
-
-def backbone(net: NetConfig) -> nn.Module:
-    """The configured backbone module."""
-    return make_backbone(net.backbone, net.width, net.depth, net.act, net.layer_norm)
 
 
 class TanhGaussianActor(nn.Module):
@@ -63,8 +58,9 @@ class SACState:
 
 def make_sac(cfg: SACConfig, spec: EnvSpec) -> Agent:
     """Build SAC's pure functions for one seed."""
-    actor = TanhGaussianActor(backbone(cfg.actor), spec.act_dim, cfg.log_std_min, cfg.log_std_max)
-    critic = QEnsemble(backbone(cfg.critic), cfg.num_critics)
+    actor = TanhGaussianActor(backbone_from(cfg.actor), spec.act_dim, cfg.log_std_min,
+                              cfg.log_std_max)
+    critic = QEnsemble(backbone_from(cfg.critic), cfg.num_critics)
     tx_actor, tx_critic = optax.flatten(optax.adam(cfg.lr_actor)), optax.flatten(optax.adam(cfg.lr_critic))
     tx_alpha = optax.adam(cfg.lr_alpha)
     target_entropy = -float(spec.act_dim) if cfg.target_entropy is None else cfg.target_entropy

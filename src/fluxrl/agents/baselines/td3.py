@@ -11,10 +11,10 @@ import optax
 from flax import struct
 
 from fluxrl.agents.base import Agent, AlgoInfo, register
-from fluxrl.agents.baselines.sac import backbone
 from fluxrl.agents.common import adam_step, critic_step, soft_update, td_target
 from fluxrl.config import TD3Config
 from fluxrl.envs import EnvSpec
+from fluxrl.nets.backbones import backbone_from
 from fluxrl.nets.critics import QEnsemble, aggregate
 
 
@@ -41,8 +41,8 @@ class TD3State:
 
 def make_td3(cfg: TD3Config, spec: EnvSpec) -> Agent:
     """Build TD3's pure functions for one seed."""
-    actor = DeterministicActor(backbone(cfg.actor), spec.act_dim)
-    critic = QEnsemble(backbone(cfg.critic), cfg.num_critics)
+    actor = DeterministicActor(backbone_from(cfg.actor), spec.act_dim)
+    critic = QEnsemble(backbone_from(cfg.critic), cfg.num_critics)
     tx_actor, tx_critic = optax.adam(cfg.lr_actor), optax.adam(cfg.lr_critic)
 
     def init(key: jax.Array) -> TD3State:

@@ -29,13 +29,12 @@ import optax
 from flax import struct
 
 from fluxrl.agents.base import Agent, AlgoInfo, register
-from fluxrl.agents.baselines.sac import backbone
 from fluxrl.agents.common import adam_step, critic_step, soft_update, td_target
 from fluxrl.config import QSMConfig
 from fluxrl.envs import EnvSpec
 from fluxrl.generative import GenerativeModel, make_model
 from fluxrl.guidance.best_of_n import best_of_n
-from fluxrl.nets.backbones import make_backbone
+from fluxrl.nets.backbones import backbone_from, make_backbone
 from fluxrl.nets.critics import QEnsemble, aggregate
 from fluxrl.nets.denoiser import make_denoiser
 
@@ -80,7 +79,7 @@ def make_qsm(cfg: QSMConfig, spec: EnvSpec) -> Agent:
                if cfg.obs_encoder_depth > 0 else None)
     actor = make_denoiser(spec.act_dim, net.backbone, net.width, net.depth, net.act, net.layer_norm,
                           cfg.time_dim, cond_encoder=encoder, fourier_scale=cfg.fourier_scale)
-    critic = QEnsemble(backbone(cfg.critic), cfg.num_critics)
+    critic = QEnsemble(backbone_from(cfg.critic), cfg.num_critics)
     tx_actor = optax.flatten(optax.adam(cfg.lr_actor))
     tx_critic = optax.flatten(optax.adam(cfg.lr_critic))
 
