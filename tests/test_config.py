@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fluxrl.config import SACConfig, TD3Config, compose, from_dict, resolve, to_dict
+from fluxrl.agents.baselines.sac import SACConfig
+from fluxrl.agents.baselines.td3 import TD3Config
+from fluxrl.config import compose, from_dict, resolve, to_dict
 from fluxrl.errors import FluxError
 
 

@@ -17,7 +17,7 @@ def test_configuration_reference_in_sync():
 def test_every_config_field_is_documented():
     import dataclasses
 
-    for cls in [C.Config, C.NetConfig, *C.ALGO_CONFIGS.values()]:
+    for cls in [C.Config, C.NetConfig, *C.algo_configs().values()]:
         documented = {f[0] for f in fields_with_docs(cls)}
         names = {f.name for f in dataclasses.fields(cls)} - {"defaults"}
         assert names == documented, f"{cls.__name__}: undocumented {names - documented}"

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from fluxrl.agents import get_algo
-from fluxrl.agents.q_guidance.qsm import qsm_actor_loss
-from fluxrl.config import QSMConfig, compose, resolve
+from fluxrl.agents.q_guidance.qsm import QSMConfig, qsm_actor_loss
+from fluxrl.config import compose, resolve
 from fluxrl.envs import make_env
 from fluxrl.errors import FluxError
 from fluxrl.generative import make_model
@@ -142,8 +142,8 @@ def test_exploration_actions_are_noisy_and_in_the_box():
 
 @pytest.mark.parametrize("override, words", [
     ("algo.temperature=0", "temperature"), ("algo.temperature=-0.1", "temperature"),
-    ("algo.temperature=nan", "temperature"), ("algo.num_samples=0", "num_samples"),
-    ("algo.num_samples=-3", "num_samples"), ("algo.diffusion_steps=0", "diffusion_steps"),
+    ("algo.temperature=nan", "temperature"), ("algo.best_of_eval=0", "best_of_eval"),
+    ("algo.best_of_act=-3", "best_of_act"), ("algo.diffusion_steps=0", "diffusion_steps"),
     ("algo.time_dim=63", "even"), ("algo.grad_agg=max", "grad_agg"),
     ("algo.model=flow", "vp-cosine, vp-linear, ddpm, ddpm-linear"), ("algo.model=edm", "edm"),
     ("algo.model=vp-cosin", "vp-cosine"), ("algo.explore_noise=-1", "explore_noise"),
@@ -166,7 +166,7 @@ def test_paper_defaults():
     assert isinstance(cfg, QSMConfig)
     assert (cfg.actor.width, cfg.actor.depth, cfg.actor.act) == (256, 3, "mish")
     assert (cfg.critic.width, cfg.critic.depth, cfg.critic.act) == (256, 2, "relu")
-    assert (cfg.num_samples, cfg.temperature, cfg.diffusion_steps, cfg.time_dim) == (10, 0.1, 20, 64)
+    assert (cfg.best_of_eval, cfg.temperature, cfg.diffusion_steps, cfg.time_dim) == (10, 0.1, 20, 64)
     assert cfg.lr_actor == cfg.lr_critic == 3e-4 and cfg.tau == 0.005 and cfg.num_critics == 2
     assert math.isclose(make_model(cfg.model).alpha_sigma(jnp.float32(0.5))[0] ** 2,
                         math.cos((0.5 + 0.008) / 1.008 * math.pi / 2) ** 2

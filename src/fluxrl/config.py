@@ -27,42 +27,28 @@ class NetConfig:
 
 
 @dataclass
-class SACConfig:
-    """Soft Actor-Critic with a tanh-Gaussian actor and automatic temperature (Haarnoja et al. 2018b)."""
+class AlgoConfig:
+    """Fields every off-policy actor-critic shares; each algorithm's config (in its agent file)
+    subclasses this and redeclares a field where its default or source differs."""
 
-    name: str = "sac"  #: algorithm name in the registry
-    actor: NetConfig = field(default_factory=NetConfig)  #: actor backbone (paper A.3: SAC actor 2x256)
+    name: str = ""  #: algorithm name in the registry
+    actor: NetConfig = field(default_factory=NetConfig)  #: actor backbone (paper A.3: 2 x 256 on Gym, 3 x 512 on DMC)
     critic: NetConfig = field(default_factory=NetConfig)  #: critic backbone (paper A.3)
     num_critics: int = 2  #: Q ensemble size (paper A.3)
-    critic_agg: str = "min"  #: ensemble reduction for targets and the actor: min | mean (clipped double Q)
+    critic_agg: str = "min"  #: ensemble reduction for TD targets, the actor and best-of-N picking: min | mean (clipped double Q)
     discount: float = 0.99  #: gamma (paper Table 3)
     tau: float = 0.005  #: target EMA rate (paper A.3)
     lr_actor: float = 3e-4  #: actor Adam lr (paper A.3)
     lr_critic: float = 3e-4  #: critic Adam lr (paper A.3)
-    lr_alpha: float = 3e-4  #: temperature Adam lr (flow-rl mujoco/algo/sac.yaml alpha_lr)
-    init_alpha: float = 1.0  #: initial temperature, log alpha = 0 (flow-rl sac.py TunableCoefficient(0.0))
-    target_entropy: float | None = None  #: None means -act_dim (Haarnoja et al. 2018b; flow-rl sac.py)
-    log_std_min: float = -5.0  #: lower clip of the actor's log std (flow-rl SquashedGaussianActor)
-    log_std_max: float = 2.0  #: upper clip of the actor's log std (flow-rl SquashedGaussianActor)
+    best_of_eval: int = 1  #: best-of-N at evaluation: sample N actions per state, take the one the online critics value most (1 = off, the policy's own evaluation action)
+    best_of_act: int = 1  #: best-of-N for training-time acting, over exploratory samples (1 = off)
 
-
-@dataclass
-class TD3Config:
-    """Twin Delayed DDPG (Fujimoto et al. 2018), defaults from flow-rl mujoco/algo/td3.yaml."""
-
-    name: str = "td3"  #: algorithm name in the registry
-    actor: NetConfig = field(default_factory=NetConfig)  #: actor backbone (flow-rl td3.yaml 2x256 relu)
-    critic: NetConfig = field(default_factory=NetConfig)  #: critic backbone (paper A.3)
-    num_critics: int = 2  #: Q ensemble size (Fujimoto et al. 2018)
-    critic_agg: str = "min"  #: ensemble reduction for the target: min | mean
-    discount: float = 0.99  #: gamma (paper Table 3)
-    tau: float = 0.005  #: target EMA rate (flow-rl td3.yaml ema)
-    lr_actor: float = 3e-4  #: actor Adam lr (flow-rl td3.yaml)
-    lr_critic: float = 3e-4  #: critic Adam lr (flow-rl td3.yaml)
-    policy_delay: int = 2  #: critic updates per actor and target update (flow-rl td3.yaml actor_update_freq)
-    target_noise: float = 0.2  #: std of target policy smoothing noise (flow-rl td3.yaml)
-    noise_clip: float = 0.5  #: clip of the smoothing noise (flow-rl td3.yaml)
-    explore_noise: float = 0.1  #: std of Gaussian exploration noise (flow-rl td3.yaml)
+    def validate(self) -> None:
+        """Checks shared by every algorithm (subclasses extend this)."""
+        for key in ("best_of_eval", "best_of_act"):
+            if getattr(self, key) < 1:
+                raise FluxError(f"algo.{key} must be at least 1 (1 turns best-of-N off), got "
+                                f"{getattr(self, key)}")
 
 
 def diffusion_actor() -> NetConfig:
@@ -72,40 +58,25 @@ def diffusion_actor() -> NetConfig:
 
 
 @dataclass
-class QSMConfig:
-    """Q-Score Matching (Psenka et al. 2023): match the actor's score to grad_a Q / temperature."""
+class GenerativeConfig(AlgoConfig):
+    """Fields every diffusion / flow actor shares (its generative model and denoiser)."""
 
-    name: str = "qsm"  #: algorithm name in the registry
     actor: NetConfig = field(default_factory=diffusion_actor)  #: denoiser MLP, depth counting its fused input layer (paper A.3: 3x256 Mish, DMC 512)
-    critic: NetConfig = field(default_factory=NetConfig)  #: critic backbone (paper A.3)
-    num_critics: int = 2  #: Q ensemble size (paper A.3; flow-rl qsm.py ensemble_size=2)
-    critic_agg: str = "min"  #: ensemble reduction for the TD target and best-of-N picking (flow-rl qsm.py)
-    discount: float = 0.99  #: gamma (paper Table 3)
-    tau: float = 0.005  #: target EMA rate (paper A.3; flow-rl qsm.yaml ema)
-    lr_actor: float = 3e-4  #: denoiser Adam lr, constant (paper A.3; flow-rl qsm.yaml diffusion.lr, no decay)
-    lr_critic: float = 3e-4  #: critic Adam lr (paper A.3; flow-rl qsm.yaml critic_lr)
-    model: str = "vp-cosine"  #: generative model; eps-predicting only: vp-cosine, vp-linear, ddpm, ddpm-linear (flow-rl qsm.py ContinuousDDPM, cosine)
-    diffusion_steps: int = 20  #: denoising steps when sampling (paper A.3; flow-rl qsm.yaml diffusion.steps)
-    time_dim: int = 64  #: Fourier time-embedding size (paper A.3; flow-rl qsm.yaml diffusion.time_dim)
+    model: str = "vp-cosine"  #: generative model (fluxrl.generative.MODELS; flow-rl ContinuousDDPM, cosine schedule)
+    diffusion_steps: int = 20  #: denoising steps when sampling (paper A.3; flow-rl diffusion.steps)
+    time_dim: int = 64  #: Fourier time-embedding size (paper A.3; flow-rl diffusion.time_dim)
     fourier_scale: float = 0.2  #: init std of the learned Fourier frequencies (flow-rl LearnableFourierEmbedding)
-    obs_encoder_width: int = 128  #: width of the Mish MLP that encodes the state for the denoiser (flow-rl qsm.py cond_embedding)
-    obs_encoder_depth: int = 2  #: layers of that state encoder, 0 for none (flow-rl qsm.py cond_embedding MLP(128, 128))
-    temperature: float = 0.1  #: lambda: the score target is grad_a Q / lambda (paper A.3; flow-rl mujoco qsm.yaml temp; its DMC config uses 0.2)
-    normalize_grad: bool = True  #: divide grad_a Q by its batch mean absolute value (flow-rl qsm.py; the QSM paper does not)
-    grad_agg: str = "mean"  #: ensemble reduction of the target critic whose action gradient is matched (flow-rl qsm.py)
-    num_samples: int = 10  #: actions drawn per state for best-of-N at evaluation (paper A.3; flow-rl qsm.yaml num_samples)
-    explore_noise: float = 0.1  #: std of Gaussian noise added to the single training-time sample (flow-rl qsm.py sample_actions)
+    obs_encoder_width: int = 128  #: width of the Mish MLP that encodes the state for the denoiser (flow-rl cond_embedding MLP(128, 128))
+    obs_encoder_depth: int = 2  #: layers of that state encoder, 0 for none (flow-rl cond_embedding)
 
     def validate(self) -> None:
-        """QSM-specific checks (:func:`resolve` calls this): values, and a model with a score."""
-        from fluxrl.generative import MODELS, make_model
-        from fluxrl.nets.critics import AGGREGATIONS
+        """Shared checks plus the generative model's: a known model, positive sizes."""
+        from fluxrl.generative import make_model
 
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise FluxError(f"algo.temperature must be a positive number, got {self.temperature}")
+        super().validate()
         if not (math.isfinite(self.fourier_scale) and self.fourier_scale > 0):
             raise FluxError(f"algo.fourier_scale must be a positive number, got {self.fourier_scale}")
-        for key in ("num_samples", "diffusion_steps", "time_dim", "obs_encoder_width"):
+        for key in ("diffusion_steps", "time_dim", "obs_encoder_width"):
             if getattr(self, key) < 1:
                 raise FluxError(f"algo.{key} must be at least 1, got {getattr(self, key)}")
         if self.time_dim % 2:
@@ -113,17 +84,7 @@ class QSMConfig:
         if self.obs_encoder_depth < 0:
             raise FluxError(f"algo.obs_encoder_depth must be zero or positive, got "
                             f"{self.obs_encoder_depth}")
-        if self.grad_agg not in AGGREGATIONS:
-            raise FluxError(f"unknown algo.grad_agg={self.grad_agg!r}; choose one of: "
-                            + ", ".join(AGGREGATIONS))
-        model = make_model(self.model, steps=self.diffusion_steps)  # FluxError if unknown or bad
-        if model.prediction != "eps":
-            ok = [n for n, f in MODELS.items() if getattr(f, "func", f).prediction == "eps"]
-            raise FluxError(f"algo.model={self.model!r} predicts {model.prediction}: QSM regresses "
-                            f"the prediction on the score grad_a Q / lambda, which in "
-                            f"{model.prediction} terms blows up (velocity: 1 / (1 - t) at t -> 1; "
-                            f"x0: sigma^2), while as noise it is -sigma grad_a Q / lambda; choose an "
-                            f"eps-predicting model: {', '.join(ok)}")
+        make_model(self.model, steps=self.diffusion_steps)  # FluxError if unknown or bad
 
 
 @dataclass
@@ -131,7 +92,7 @@ class Config:
     """A training run. ``steps``, ``warmup``, ``eval_every`` count simulator frames (paper Table 3)."""
 
     defaults: list[Any] = field(default_factory=lambda: ["_self_", {"algo": "sac"}])
-    algo: Any = None  #: algorithm config group: ``algo=sac``, ``algo=td3`` or ``algo=qsm``
+    algo: Any = None  #: algorithm config group, ``algo=<name>`` (``fluxrl algos`` lists them)
     env: str = "gym/HalfCheetah-v5"  #: task, ``gym/<Gymnasium id>`` or ``dmc/<domain>-<task>``
     seed: int = 0  #: first seed; member k of the group uses seed + k (paper: seeds 0-4)
     seeds: int = 1  #: independent agents trained together as one vmapped program
@@ -154,7 +115,12 @@ class Config:
     plot: bool = True  #: write run_dir/curves.png at the end of training
 
 
-ALGO_CONFIGS: dict[str, type] = {"sac": SACConfig, "td3": TD3Config, "qsm": QSMConfig}
+def algo_configs() -> dict[str, type]:
+    """``algo name -> config dataclass`` of every registered algorithm (each agent file defines its
+    config next to its code)."""
+    from fluxrl.agents.base import load_registry
+
+    return {name: info.config for name, info in load_registry().items()}
 
 #: Suite-dependent defaults (paper Table 3 and Appendix A.3, protocol.md sections 2-3).
 SUITE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -170,7 +136,7 @@ def _register() -> None:
 
     cs = ConfigStore.instance()
     cs.store(name="fluxrl", node=Config)
-    for name, cls in ALGO_CONFIGS.items():
+    for name, cls in algo_configs().items():
         cs.store(group="algo", name=name, node=cls)
 
 
@@ -195,7 +161,7 @@ def _check_key(key: str, algo_name: str) -> None:
             raise FluxError(f"unknown config key {key!r}: no field {part!r} in {where}; "
                             f"{close_matches(part, names)}")
         if cls is Config and part == "algo":
-            cls = ALGO_CONFIGS[algo_name]
+            cls = algo_configs()[algo_name]
         elif part in ("actor", "critic"):
             cls = NetConfig
         else:
@@ -218,8 +184,8 @@ def compose(overrides: list[str]) -> Config:
             raise FluxError(f"{ov!r}: fluxrl configs have a fixed set of keys, so '+' and '~' "
                             f"are not needed; write {key.lstrip('+~')}={value}")
         if key == "algo":
-            if value not in ALGO_CONFIGS:
-                raise FluxError(f"unknown algorithm {value!r}; {close_matches(value, ALGO_CONFIGS)}")
+            if value not in algo_configs():
+                raise FluxError(f"unknown algorithm {value!r}; {close_matches(value, algo_configs())}")
             algo_name = value
     for ov in overrides:
         _check_key(ov.split("=", 1)[0], algo_name)
@@ -245,7 +211,7 @@ def from_dict(data: dict) -> Config:
     """Rebuild a :class:`Config` from the resolved ``config.yaml`` of a run directory."""
     data = dict(data)
     algo = data.pop("algo")
-    cls = ALGO_CONFIGS[algo["name"]]
+    cls = algo_configs()[algo["name"]]
     nets = {k: NetConfig(**algo[k]) for k in ("actor", "critic") if k in algo}
     algo_obj = cls(**{**algo, **nets})
     data.pop("defaults", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 
@@ -11,22 +12,25 @@ _FIELD = re.compile(r"^\s+(\w+): ([^=]+?) = (.+?)\s+#: (.+)$")
 
 
 def fields_with_docs(cls: type) -> list[tuple[str, str, str, str]]:
-    """``(name, type, default, doc)`` for each documented field of a config dataclass."""
-    out = []
-    for line in inspect.getsource(cls).splitlines():
-        m = _FIELD.match(line)
-        if m:
-            name, typ, default, doc = m.groups()
-            default = re.sub(r"field\(default_factory=(\w+)\)", r"\1()", default)
-            out.append((name, typ.strip(), default.strip(), doc.strip()))
-    return out
+    """``(name, type, default, doc)`` for each documented field of a config dataclass, in field
+    order; a field redeclared by a subclass takes the subclass's default and doc."""
+    found: dict[str, tuple[str, str, str, str]] = {}
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        for line in inspect.getsource(klass).splitlines():
+            m = _FIELD.match(line)
+            if m:
+                name, typ, default, doc = m.groups()
+                default = re.sub(r"field\(default_factory=(\w+)\)", r"\1()", default)
+                found[name] = (name, typ.strip(), default.strip(), doc.strip())
+    return [found[f.name] for f in dataclasses.fields(cls) if f.name in found]
 
 
 def configuration_markdown() -> str:
     """The whole configuration reference (docs/configuration.md)."""
     parts = ["# Configuration reference",
              "",
-             "Generated from `src/fluxrl/config.py` by `fluxrl.docs.configuration_markdown()`; "
+             "Generated from the config dataclasses (`src/fluxrl/config.py` and each agent file) "
+             "by `fluxrl.docs.configuration_markdown()`; "
              "`tests/test_docs.py` keeps this file in sync. Override any field on the command line "
              "(`fluxrl train algo.lr_actor=1e-4 seeds=5`). `None` defaults are filled per suite "
              "from the table below.",
@@ -40,7 +44,7 @@ def configuration_markdown() -> str:
         parts.append(f"| {suite} | {d['batch_size']} | {d['warmup']} | {d['action_repeat']} | "
                      f"{n['depth']} x {n['width']}, {n['act']} |")
     sections = [("Run (`Config`)", C.Config), ("Networks (`algo.actor`, `algo.critic`)", C.NetConfig)]
-    sections += [(f"`algo={name}` (`{cls.__name__}`)", cls) for name, cls in C.ALGO_CONFIGS.items()]
+    sections += [(f"`algo={name}` (`{cls.__name__}`)", cls) for name, cls in C.algo_configs().items()]
     for title, cls in sections:
         parts += ["", f"## {title}", "", (inspect.getdoc(cls) or "").split("\n")[0], "",
                   "| field | type | default | meaning and source |", "|---|---|---|---|"]

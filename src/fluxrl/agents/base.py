@@ -34,6 +34,13 @@ class Agent:
     #: ``update(state, batch, key, step) -> (state, metrics)``; ``step`` is the global update
     #: index, shared by all seeds (so schedules stay real branches under vmap)
     update: Callable[[Any, dict, jax.Array, jax.Array], tuple[Any, dict]]
+    #: ``value(state, obs[..., obs_dim], action[..., act_dim]) -> [...]``: the online critics'
+    #: value (reduced by ``critic_agg``) that best-of-N picks by
+    value: Callable[[Any, jax.Array, jax.Array], jax.Array]
+    #: ``sample(state, obs[n, obs_dim], key, k) -> [n, k, act_dim]``: k draws of the policy itself
+    #: (no added exploration noise), the candidates of best-of-N at evaluation; None means
+    #: ``act(..., deterministic=False)`` drawn k times
+    sample: Callable[[Any, jax.Array, jax.Array, int], jax.Array] | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,7 @@ class AlgoInfo:
     setting: str
     make: Callable[..., Agent]  #: ``make(algo_cfg, env_spec) -> Agent``
     paper: str  #: citation of the method
+    config: type  #: the algorithm's config dataclass (a subclass of ``fluxrl.config.AlgoConfig``)
 
 
 REGISTRY: dict[str, AlgoInfo] = {}
@@ -58,10 +66,30 @@ def register(info: AlgoInfo) -> AlgoInfo:
     return info
 
 
+def load_registry() -> dict[str, AlgoInfo]:
+    """Import every agent family so the registry is complete, and return it."""
+    from fluxrl.agents import (  # noqa: F401 - populate the registry
+        baselines,
+        q_guidance,
+        reparam,
+        weighted_matching,
+    )
+
+    return REGISTRY
+
+
 def get_algo(name: str) -> AlgoInfo:
     """Look an algorithm up by name; unknown names are a :class:`FluxError` with close matches."""
-    from fluxrl.agents import baselines, q_guidance  # noqa: F401 - populate the registry
-
+    load_registry()
     if name not in REGISTRY:
         raise FluxError(f"unknown algorithm {name!r}; {close_matches(name, REGISTRY)}")
     return REGISTRY[name]
+
+
+def make_agent(algo_cfg: Any, spec: Any) -> Agent:
+    """Build the configured algorithm's agent for one seed, with best-of-N acting and evaluation
+    when ``algo_cfg.best_of_eval`` / ``best_of_act`` ask for it."""
+    from fluxrl.guidance.best_of_n import with_best_of_n
+
+    agent = get_algo(algo_cfg.name).make(algo_cfg, spec)
+    return with_best_of_n(agent, algo_cfg.best_of_eval, algo_cfg.best_of_act)

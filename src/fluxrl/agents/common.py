@@ -1,4 +1,4 @@
-"""Pieces every agent shares: optimiser steps, target networks, TD targets."""
+"""Pieces every agent shares: optimiser steps, target networks, TD targets, the generative actor."""
 
 from __future__ import annotations
 
@@ -6,6 +6,11 @@ from typing import Any
 
 import jax
 import optax
+
+from fluxrl.config import GenerativeConfig
+from fluxrl.generative import GenerativeModel, make_model
+from fluxrl.nets.backbones import make_backbone
+from fluxrl.nets.denoiser import Denoiser, make_denoiser
 
 
 def adam_step(params: Any, opt_state: Any, grads: Any, tx: optax.GradientTransformation):
@@ -38,3 +43,15 @@ def critic_step(critic: Any, params: Any, opt_state: Any, tx: optax.GradientTran
     (loss, q_mean), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     params, opt_state = adam_step(params, opt_state, grads, tx)
     return params, opt_state, loss, q_mean
+
+
+def generative_actor(cfg: GenerativeConfig, act_dim: int) -> tuple[GenerativeModel, Denoiser]:
+    """The configured generative model and its denoiser network (with the optional Mish state
+    encoder), as every diffusion / flow agent builds them."""
+    model = make_model(cfg.model, steps=cfg.diffusion_steps)
+    net = cfg.actor
+    encoder = (make_backbone("mlp", cfg.obs_encoder_width, cfg.obs_encoder_depth, net.act, False)
+               if cfg.obs_encoder_depth > 0 else None)
+    actor = make_denoiser(act_dim, net.backbone, net.width, net.depth, net.act, net.layer_norm,
+                          cfg.time_dim, cond_encoder=encoder, fourier_scale=cfg.fourier_scale)
+    return model, actor

@@ -7,14 +7,18 @@ flow-rl ``agent/online/qsm.py``). Pure functions, written once for every agent.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 
 from fluxrl.errors import FluxError
 from fluxrl.generative.base import GenerativeModel
+
+if TYPE_CHECKING:
+    from fluxrl.agents.base import Agent
 
 Array = jax.Array
 #: ``value(obs[..., N, obs_dim], actions[..., N, act_dim]) -> [..., N]``, e.g. the min of a Q
@@ -51,3 +55,32 @@ def best_of_n(model: GenerativeModel, actor: Any, params: Any, obs: Array, key: 
         return actions[..., 0, :]
     obs_n = jnp.broadcast_to(obs[..., None, :], actions.shape[:-1] + obs.shape[-1:])
     return select_best(actions, value(obs_n, actions))
+
+
+def with_best_of_n(agent: Agent, n_eval: int = 1, n_act: int = 1) -> Agent:
+    """Wrap any agent so that evaluation (``n_eval > 1``) and / or training-time acting (``n_act >
+    1``) draw N candidate actions per state and take the one ``agent.value`` rates highest.
+
+    Evaluation candidates are the policy's own samples (``agent.sample``: for a diffusion actor its
+    sampler, for SAC the tanh-Gaussian); acting candidates are exploratory actions (``agent.act``
+    with ``deterministic=False``). ``n = 1`` leaves that path untouched."""
+    if n_eval < 1 or n_act < 1:
+        raise FluxError(f"best-of-N needs n >= 1 samples, got n_eval={n_eval}, n_act={n_act}")
+    if n_eval == 1 and n_act == 1:
+        return agent
+
+    def explore_n(state: Any, obs: Array, key: Array, n: int) -> Array:
+        acts = jax.vmap(lambda k: agent.act(state, obs, k, False))(jax.random.split(key, n))
+        return jnp.swapaxes(acts, 0, 1)  # [n, B, A] -> [B, n, A]
+
+    sample = agent.sample or explore_n
+
+    def act(state: Any, obs: Array, key: Array, deterministic: bool) -> Array:
+        n = n_eval if deterministic else n_act
+        if n == 1:
+            return agent.act(state, obs, key, deterministic)
+        cands = (sample if deterministic else explore_n)(state, obs, key, n)
+        obs_n = jnp.broadcast_to(obs[..., None, :], cands.shape[:-1] + obs.shape[-1:])
+        return select_best(cands, agent.value(state, obs_n, cands))
+
+    return dataclasses.replace(agent, act=act)

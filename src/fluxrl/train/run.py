@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import yaml
 
-from fluxrl.agents import get_algo
+from fluxrl.agents.base import make_agent
 from fluxrl.config import Config, from_dict, resolve, to_dict
 from fluxrl.envs import make_env, make_vec_env
 from fluxrl.errors import FluxError, TrainingDiverged
@@ -105,7 +105,7 @@ def build(cfg: Config):
     """Environments, agent and compiled programs for a resolved config."""
     seeds = [cfg.seed + k for k in range(cfg.seeds)]
     env = make_vec_env(cfg.env, seeds, 1, cfg.action_repeat)
-    agent = get_algo(cfg.algo.name).make(cfg.algo, env.spec)
+    agent = make_agent(cfg.algo, env.spec)
     agent_steps = cfg.steps // cfg.action_repeat
     capacity = max(min(cfg.buffer_size, agent_steps), cfg.batch_size)
     programs = OffPolicyPrograms(agent, env.spec, capacity, cfg.batch_size, cfg.updates_per_step)

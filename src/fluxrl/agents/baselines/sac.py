@@ -6,6 +6,8 @@ expectation, one forward pass fewer)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -14,10 +16,22 @@ from flax import struct
 
 from fluxrl.agents.base import Agent, AlgoInfo, register
 from fluxrl.agents.common import adam_step, critic_step, soft_update, td_target
-from fluxrl.config import SACConfig
+from fluxrl.config import AlgoConfig
 from fluxrl.envs import EnvSpec
 from fluxrl.nets.backbones import backbone_from
 from fluxrl.nets.critics import QEnsemble, aggregate
+
+
+@dataclass
+class SACConfig(AlgoConfig):
+    """Soft Actor-Critic with a tanh-Gaussian actor and automatic temperature (Haarnoja et al. 2018b)."""
+
+    name: str = "sac"  #: algorithm name in the registry
+    lr_alpha: float = 3e-4  #: temperature Adam lr (flow-rl mujoco/algo/sac.yaml alpha_lr)
+    init_alpha: float = 1.0  #: initial temperature, log alpha = 0 (flow-rl sac.py TunableCoefficient(0.0))
+    target_entropy: float | None = None  #: None means -act_dim (Haarnoja et al. 2018b; flow-rl sac.py)
+    log_std_min: float = -5.0  #: lower clip of the actor's log std (flow-rl SquashedGaussianActor)
+    log_std_max: float = 2.0  #: upper clip of the actor's log std (flow-rl SquashedGaussianActor)
 
 
 class TanhGaussianActor(nn.Module):
@@ -80,6 +94,14 @@ def make_sac(cfg: SACConfig, spec: EnvSpec) -> Agent:
             return jnp.tanh(mean)
         return tanh_gaussian_sample(mean, log_std, key)[0]
 
+    def sample(state: SACState, obs: jax.Array, key: jax.Array, n: int) -> jax.Array:
+        mean, log_std = actor.apply({"params": state.actor}, obs[..., None, :])
+        shape = obs.shape[:-1] + (n, spec.act_dim)
+        return tanh_gaussian_sample(*(jnp.broadcast_to(v, shape) for v in (mean, log_std)), key)[0]
+
+    def value(state: SACState, obs: jax.Array, a: jax.Array) -> jax.Array:
+        return aggregate(critic.apply({"params": state.critic}, obs, a), cfg.critic_agg)
+
     def update(state: SACState, batch: dict, key: jax.Array, step: jax.Array):
         k_next, k_pi = jax.random.split(key)
         alpha = jnp.exp(state.log_alpha)
@@ -112,8 +134,8 @@ def make_sac(cfg: SACConfig, spec: EnvSpec) -> Agent:
                    "alpha": alpha, "entropy": -logp.mean()}
         return new, metrics
 
-    return Agent(init, act, update)
+    return Agent(init, act, update, value, sample)
 
 
 register(AlgoInfo("sac", "baseline", "uniform", "off_policy", make_sac,
-                  "Haarnoja et al. 2018, Soft Actor-Critic Algorithms and Applications"))
+                  "Haarnoja et al. 2018, Soft Actor-Critic Algorithms and Applications", SACConfig))

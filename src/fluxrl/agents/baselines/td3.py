@@ -4,6 +4,8 @@ The delayed update is a real ``lax.cond`` on the global update index, shared acr
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -12,10 +14,26 @@ from flax import struct
 
 from fluxrl.agents.base import Agent, AlgoInfo, register
 from fluxrl.agents.common import adam_step, critic_step, soft_update, td_target
-from fluxrl.config import TD3Config
+from fluxrl.config import AlgoConfig, NetConfig
 from fluxrl.envs import EnvSpec
 from fluxrl.nets.backbones import backbone_from
 from fluxrl.nets.critics import QEnsemble, aggregate
+
+
+@dataclass
+class TD3Config(AlgoConfig):
+    """Twin Delayed DDPG (Fujimoto et al. 2018), defaults from flow-rl mujoco/algo/td3.yaml."""
+
+    name: str = "td3"  #: algorithm name in the registry
+    actor: NetConfig = field(default_factory=NetConfig)  #: actor backbone (flow-rl td3.yaml 2x256 relu)
+    num_critics: int = 2  #: Q ensemble size (Fujimoto et al. 2018)
+    tau: float = 0.005  #: target EMA rate (flow-rl td3.yaml ema)
+    lr_actor: float = 3e-4  #: actor Adam lr (flow-rl td3.yaml)
+    lr_critic: float = 3e-4  #: critic Adam lr (flow-rl td3.yaml)
+    policy_delay: int = 2  #: critic updates per actor and target update (flow-rl td3.yaml actor_update_freq)
+    target_noise: float = 0.2  #: std of target policy smoothing noise (flow-rl td3.yaml)
+    noise_clip: float = 0.5  #: clip of the smoothing noise (flow-rl td3.yaml)
+    explore_noise: float = 0.1  #: std of Gaussian exploration noise (flow-rl td3.yaml)
 
 
 class DeterministicActor(nn.Module):
@@ -58,6 +76,9 @@ def make_td3(cfg: TD3Config, spec: EnvSpec) -> Agent:
             return a
         return jnp.clip(a + cfg.explore_noise * jax.random.normal(key, a.shape), -1.0, 1.0)
 
+    def value(state: TD3State, obs: jax.Array, a: jax.Array) -> jax.Array:
+        return aggregate(critic.apply({"params": state.critic}, obs, a), cfg.critic_agg)
+
     def update(state: TD3State, batch: dict, key: jax.Array, step: jax.Array):
         noise = jnp.clip(cfg.target_noise * jax.random.normal(key, batch["action"].shape),
                          -cfg.noise_clip, cfg.noise_clip)
@@ -90,8 +111,9 @@ def make_td3(cfg: TD3Config, spec: EnvSpec) -> Agent:
         # actor_loss is 0 on the critic-only steps, so its logged mean is scaled by 1/policy_delay
         return state, {"critic_loss": c_loss, "q_mean": q_mean, "actor_loss": a_loss}
 
-    return Agent(init, act, update)
+    return Agent(init, act, update, value)
 
 
 register(AlgoInfo("td3", "baseline", "none", "off_policy", make_td3,
-                  "Fujimoto et al. 2018, Addressing Function Approximation Error in Actor-Critic"))
+                  "Fujimoto et al. 2018, Addressing Function Approximation Error in Actor-Critic",
+                  TD3Config))

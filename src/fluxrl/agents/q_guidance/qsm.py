@@ -15,12 +15,15 @@ Faithful to flow-rl ``agent/online/qsm.py`` (the paper's reference setup, protoc
 
 Deliberate differences: the noisy exploratory action is clipped to [-1, 1] (the agent contract;
 flow-rl leaves it to the environment, the authors' code clips too), and the generative model is a
-config choice among the eps-predicting ones (``QSMConfig.model``).
+config choice among the eps-predicting ones (``QSMConfig.model``). Evaluation's best of 10 is
+the trainer's best-of-N switch (``best_of_eval``), not code in this file.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -29,16 +32,50 @@ import optax
 from flax import struct
 
 from fluxrl.agents.base import Agent, AlgoInfo, register
-from fluxrl.agents.common import adam_step, critic_step, soft_update, td_target
-from fluxrl.config import QSMConfig
+from fluxrl.agents.common import adam_step, critic_step, generative_actor, soft_update, td_target
+from fluxrl.config import GenerativeConfig
 from fluxrl.envs import EnvSpec
-from fluxrl.generative import GenerativeModel, make_model
-from fluxrl.guidance.best_of_n import best_of_n
-from fluxrl.nets.backbones import backbone_from, make_backbone
-from fluxrl.nets.critics import QEnsemble, aggregate
-from fluxrl.nets.denoiser import make_denoiser
+from fluxrl.errors import FluxError
+from fluxrl.generative import MODELS, GenerativeModel
+from fluxrl.guidance.best_of_n import sample_n
+from fluxrl.nets.backbones import backbone_from
+from fluxrl.nets.critics import AGGREGATIONS, QEnsemble, aggregate
 
 Array = jax.Array
+
+
+@dataclass
+class QSMConfig(GenerativeConfig):
+    """Q-Score Matching (Psenka et al. 2023): match the actor's score to grad_a Q / temperature."""
+
+    name: str = "qsm"  #: algorithm name in the registry
+    num_critics: int = 2  #: Q ensemble size (paper A.3; flow-rl qsm.py ensemble_size=2)
+    lr_actor: float = 3e-4  #: denoiser Adam lr, constant (paper A.3; flow-rl qsm.yaml diffusion.lr, no decay)
+    lr_critic: float = 3e-4  #: critic Adam lr (paper A.3; flow-rl qsm.yaml critic_lr)
+    model: str = "vp-cosine"  #: generative model; eps-predicting only: vp-cosine, vp-linear, ddpm, ddpm-linear (flow-rl qsm.py ContinuousDDPM, cosine)
+    temperature: float = 0.1  #: lambda: the score target is grad_a Q / lambda (paper A.3; flow-rl mujoco qsm.yaml temp; its DMC config uses 0.2)
+    normalize_grad: bool = True  #: divide grad_a Q by its batch mean absolute value (flow-rl qsm.py; the QSM paper does not)
+    grad_agg: str = "mean"  #: ensemble reduction of the target critic whose action gradient is matched (flow-rl qsm.py)
+    best_of_eval: int = 10  #: evaluation takes the best of this many samples by the online critics' min (paper A.3; flow-rl qsm.yaml num_samples)
+    explore_noise: float = 0.1  #: std of Gaussian noise added to the single training-time sample (flow-rl qsm.py sample_actions)
+
+    def validate(self) -> None:
+        """QSM-specific checks (:func:`fluxrl.config.resolve` calls this): values, and a model
+        with a score."""
+        super().validate()
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise FluxError(f"algo.temperature must be a positive number, got {self.temperature}")
+        if self.grad_agg not in AGGREGATIONS:
+            raise FluxError(f"unknown algo.grad_agg={self.grad_agg!r}; choose one of: "
+                            + ", ".join(AGGREGATIONS))
+        prediction = getattr(MODELS[self.model], "func", MODELS[self.model]).prediction
+        if prediction != "eps":
+            ok = [n for n, f in MODELS.items() if getattr(f, "func", f).prediction == "eps"]
+            raise FluxError(f"algo.model={self.model!r} predicts {prediction}: QSM regresses "
+                            f"the prediction on the score grad_a Q / lambda, which in "
+                            f"{prediction} terms blows up (velocity: 1 / (1 - t) at t -> 1; "
+                            f"x0: sigma^2), while as noise it is -sigma grad_a Q / lambda; choose an "
+                            f"eps-predicting model: {', '.join(ok)}")
 
 
 def qsm_actor_loss(actor_params: Any, critic_params: Any,
@@ -73,12 +110,7 @@ class QSMState:
 def make_qsm(cfg: QSMConfig, spec: EnvSpec) -> Agent:
     """Build QSM's pure functions for one seed."""
     cfg.validate()
-    model = make_model(cfg.model, steps=cfg.diffusion_steps)
-    net = cfg.actor
-    encoder = (make_backbone("mlp", cfg.obs_encoder_width, cfg.obs_encoder_depth, net.act, False)
-               if cfg.obs_encoder_depth > 0 else None)
-    actor = make_denoiser(spec.act_dim, net.backbone, net.width, net.depth, net.act, net.layer_norm,
-                          cfg.time_dim, cond_encoder=encoder, fourier_scale=cfg.fourier_scale)
+    model, actor = generative_actor(cfg, spec.act_dim)
     critic = QEnsemble(backbone_from(cfg.critic), cfg.num_critics)
     tx_actor = optax.flatten(optax.adam(cfg.lr_actor))
     tx_critic = optax.flatten(optax.adam(cfg.lr_critic))
@@ -97,13 +129,18 @@ def make_qsm(cfg: QSMConfig, spec: EnvSpec) -> Agent:
         return QSMState(pa, pc, pc, tx_actor.init(pa), tx_critic.init(pc))
 
     def act(state: QSMState, obs: Array, key: Array, deterministic: bool) -> Array:
-        if deterministic:  # best of num_samples by the online critics (flow-rl sample_actions)
-            return best_of_n(model, actor, state.actor, obs, key, cfg.num_samples, spec.act_dim,
-                             lambda o, a: q_value(cfg.critic_agg)(state.critic, o, a))
         k_sample, k_noise = jax.random.split(key)
         a = model.sample(actor, state.actor, obs, k_sample, obs.shape[:-1] + (spec.act_dim,))
+        if deterministic:  # evaluation: a policy sample (best of best_of_eval by the trainer)
+            return a
         a = a + cfg.explore_noise * jax.random.normal(k_noise, a.shape)
         return jnp.clip(a, -1.0, 1.0)
+
+    def sample(state: QSMState, obs: Array, key: Array, n: int) -> Array:
+        return sample_n(model, actor, state.actor, obs, key, n, spec.act_dim)
+
+    def value(state: QSMState, obs: Array, a: Array) -> Array:
+        return q_value(cfg.critic_agg)(state.critic, obs, a)
 
     def update(state: QSMState, batch: dict, key: Array, step: Array):
         k_next, k_time, k_noise = jax.random.split(key, 3)
@@ -128,9 +165,9 @@ def make_qsm(cfg: QSMConfig, spec: EnvSpec) -> Agent:
                    "next_action_abs": jnp.abs(next_a).mean(), **aux}
         return new, metrics
 
-    return Agent(init, act, update)
+    return Agent(init, act, update, value, sample)
 
 
 register(AlgoInfo("qsm", "q_guidance", "uniform", "off_policy", make_qsm,
                   "Psenka et al. 2023, Learning a Diffusion Model Policy from Rewards via Q-Score "
-                  "Matching"))
+                  "Matching", QSMConfig))

@@ -1,0 +1,2 @@
+"""Reparameterisation: the actor maximises Q of an action generated through the whole chain
+(paper Table 1)."""
