@@ -20,6 +20,7 @@ from fluxrl.config import AlgoConfig
 from fluxrl.envs import EnvSpec
 from fluxrl.nets.backbones import backbone_from
 from fluxrl.nets.critics import QEnsemble, aggregate
+from fluxrl.rng import normal
 
 
 @dataclass
@@ -51,7 +52,7 @@ class TanhGaussianActor(nn.Module):
 
 def tanh_gaussian_sample(mean: jax.Array, log_std: jax.Array, key: jax.Array):
     """Reparameterised sample ``tanh(mean + std eps)`` and its log-density (tanh-corrected)."""
-    eps = jax.random.normal(key, mean.shape)
+    eps = normal(key, mean.shape)  # == jax.random.normal, without the CPU threefry while loop
     u = mean + jnp.exp(log_std) * eps
     logp = -0.5 * (eps**2 + jnp.log(2 * jnp.pi)) - log_std
     # log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), stable for large |u|

@@ -18,6 +18,7 @@ from fluxrl.config import AlgoConfig, NetConfig
 from fluxrl.envs import EnvSpec
 from fluxrl.nets.backbones import backbone_from
 from fluxrl.nets.critics import QEnsemble, aggregate
+from fluxrl.rng import normal
 
 
 @dataclass
@@ -74,13 +75,13 @@ def make_td3(cfg: TD3Config, spec: EnvSpec) -> Agent:
         a = actor.apply({"params": state.actor}, obs)
         if deterministic:
             return a
-        return jnp.clip(a + cfg.explore_noise * jax.random.normal(key, a.shape), -1.0, 1.0)
+        return jnp.clip(a + cfg.explore_noise * normal(key, a.shape), -1.0, 1.0)
 
     def value(state: TD3State, obs: jax.Array, a: jax.Array) -> jax.Array:
         return aggregate(critic.apply({"params": state.critic}, obs, a), cfg.critic_agg)
 
     def update(state: TD3State, batch: dict, key: jax.Array, step: jax.Array):
-        noise = jnp.clip(cfg.target_noise * jax.random.normal(key, batch["action"].shape),
+        noise = jnp.clip(cfg.target_noise * normal(key, batch["action"].shape),
                          -cfg.noise_clip, cfg.noise_clip)
         next_a = jnp.clip(actor.apply({"params": state.actor_target}, batch["next_obs"]) + noise,
                           -1.0, 1.0)
