@@ -9,7 +9,9 @@ process, because absolute times on shared machines swing by 2x with load.
 
 The timed program is the trainer's own jitted ``step`` (insert the transition into the device replay
 buffer, one gradient update, act on the next observation); the end-to-end loop is the trainer's loop
-body (host env step, the jitted step, fetch the action).
+body (host env step, the jitted step, fetch the action). Single-seed configurations also report
+acting latency: ms for one training-time action and one evaluation action (best-of-N included) on
+a single state, and seconds for one evaluation round (10 episodes in lockstep).
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ def run_one(name: str, iters: int) -> dict:
             env.pop_finished()
         per_iter.append((time.perf_counter() - t) / (iters // 5))
     e2e_ms = float(np.median(per_iter)) * 1e3
+    latency = acting_latency(cfg, ids, prog, state) if seeds == 1 else {}
     mm = matmul_gflops()
     gflops = flops / (step_ms / 1e3) / 1e9  # aggregate over vmapped seeds
     env.close()
@@ -117,7 +120,42 @@ def run_one(name: str, iters: int) -> dict:
         "e2e_ms_per_step": e2e_ms, "env_steps_per_s": seeds * 1e3 / e2e_ms,
         "outside_update_ms": e2e_ms - step_ms,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **latency,
     }
+
+
+def acting_latency(cfg, ids: list[int], prog, state, calls: int = 200) -> dict:
+    """Milliseconds to act on one state (training-time action; evaluation action, best-of-N
+    included), and seconds for one whole evaluation round (``cfg.eval_episodes`` episodes in
+    lockstep through the trainer's batched evaluation policy)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from fluxrl.envs import make_env
+    from fluxrl.train.evaluation import evaluate
+
+    obs = jnp.zeros((len(ids), 1, prog.spec.obs_dim), jnp.float32)
+    policy = prog.eval_policy(state.agent)
+    out = {}
+    for key, fn in (("act_ms_b1", lambda: prog.act_explore(state, obs, 0)),
+                    ("eval_act_ms_b1", lambda: policy(obs))):
+        fn().block_until_ready()
+        ts = []
+        for _ in range(calls):
+            t = time.perf_counter()
+            fn().block_until_ready()
+            ts.append(time.perf_counter() - t)
+        out[key] = float(np.median(ts)) * 1e3
+    envs = [[make_env(cfg.env, cfg.action_repeat) for _ in range(cfg.eval_episodes)] for _ in ids]
+    policy(jnp.zeros((len(ids), cfg.eval_episodes, prog.spec.obs_dim))).block_until_ready()  # compile
+    t = time.perf_counter()
+    _, lengths = evaluate(policy, envs, ids)
+    out["eval_round_s"] = time.perf_counter() - t
+    out["eval_round_frames"] = int(lengths.sum()) * cfg.action_repeat
+    for row in envs:
+        for e in row:
+            e.close()
+    return out
 
 
 def versions() -> dict:
@@ -141,14 +179,17 @@ def versions() -> dict:
 def table(rows: list[dict]) -> str:
     """Markdown table of results."""
     head = ("| config | seeds | ms/update | FLOPs/update | GFLOP/s | matmul GFLOP/s | fraction | "
-            "compile s | env steps/s (e2e) | outside update ms/step | peak RSS MB |")
-    lines = [head, "|" + "---|" * 11]
+            "compile s | env steps/s (e2e) | outside update ms/step | act ms (batch 1) | "
+            "eval act ms (batch 1) | eval round s | peak RSS MB |")
+    lines = [head, "|" + "---|" * 14]
     for r in rows:
+        lat = (f"{r['act_ms_b1']:.2f} | {r['eval_act_ms_b1']:.2f} | {r['eval_round_s']:.1f}"
+               if "act_ms_b1" in r else "- | - | -")
         lines.append(
             f"| {r['name']} | {r['seeds']} | {r['update_ms']:.2f} | {r['flops_per_update'] / 1e6:.0f}M "
             f"| {r['gflops']:.1f} | {r['matmul_gflops']:.1f} | {r['matmul_fraction']:.0%} | "
             f"{r['compile_s']:.2f} | {r['env_steps_per_s']:.0f} | {r['outside_update_ms']:.2f} | "
-            f"{r['peak_rss_mb']:.0f} |")
+            f"{lat} | {r['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
 
 

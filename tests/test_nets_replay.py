@@ -185,3 +185,14 @@ def test_replay_under_vmap_over_seeds():
         assert set(np.unique(batch["obs"][s, :, 0]).tolist()) <= allowed
     # each seed's buffer only holds its own data
     np.testing.assert_array_equal(bufs.data[1, :4, 0], [100, 101, 110, 111])
+
+
+def test_mish_matches_its_textbook_form_and_gradient():
+    from fluxrl.nets.backbones import mish
+
+    x = jnp.linspace(-60.0, 60.0, 100_001)
+    ref = lambda v: v * jnp.tanh(jax.nn.softplus(v))  # noqa: E731
+    np.testing.assert_allclose(mish(x), ref(x), atol=2e-6, rtol=1e-6)
+    g, g_ref = jax.vmap(jax.grad(mish))(x), jax.vmap(jax.grad(ref))(x)
+    np.testing.assert_allclose(g, g_ref, atol=2e-5, rtol=1e-5)
+    assert bool(jnp.all(jnp.isfinite(jax.vmap(jax.grad(mish))(jnp.array([-1e4, 1e4, 0.0])))))

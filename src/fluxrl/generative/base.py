@@ -30,6 +30,7 @@ import jax.numpy as jnp
 
 from fluxrl.errors import FluxError, close_matches
 from fluxrl.generative import conversions as cv
+from fluxrl.rng import normal
 
 Array = jax.Array
 Guide = Callable[[Array, Array, Array], Array]
@@ -138,7 +139,7 @@ class GenerativeModel(abc.ABC):
     def q_sample(self, key: Array, x0: Array, t: Array) -> tuple[Array, Array]:
         """``x_t = alpha_t x0 + sigma_t eps`` with fresh ``eps``; ``t`` has shape ``x0.shape[:-1]``
         (or is a scalar). Returns ``(x_t, eps)``."""
-        eps = jax.random.normal(key, x0.shape, x0.dtype)
+        eps = normal(key, x0.shape).astype(x0.dtype)
         a, s = self.alpha_sigma(jnp.asarray(t, x0.dtype))
         return bcast(a, x0) * x0 + bcast(s, x0) * eps, eps
 
@@ -151,8 +152,9 @@ class GenerativeModel(abc.ABC):
         return c_skip * x + c_out * net.head(params, c_in * x, c, e)
 
     def per_sample_loss(self, apply: Any, params: Any, x0: Array, cond: Array,
-                        key: Array) -> Array:
-        """Denoising / matching loss of each sample, ``[batch]`` (mean over the last axis)."""
+                        key: Array, max_error: float | None = None) -> Array:
+        """Denoising / matching loss of each sample, ``[batch]`` (mean over the last axis); with
+        ``max_error`` each squared error is first clipped to at most that (flow-rl DPMD: 3.0)."""
         net = as_network(apply)
         kt, kn = jax.random.split(key)
         t = self.sample_time(kt, x0.shape[:-1])
@@ -166,13 +168,14 @@ class GenerativeModel(abc.ABC):
             c_in, c_skip, c_out = (bcast(v, x0) for v in pre)
             out = net.head(params, c_in * x_t, c, e)
             target = (target - c_skip * x_t) / c_out
-        return jnp.mean((out - target) ** 2, axis=-1)
+        err = (out - target) ** 2
+        return jnp.mean(err if max_error is None else jnp.minimum(err, max_error), axis=-1)
 
     def loss(self, apply: Any, params: Any, x0: Array, cond: Array, key: Array,
-             weights: Array | None = None) -> Array:
+             weights: Array | None = None, max_error: float | None = None) -> Array:
         """``mean(weights * per_sample_loss)``; ``weights`` has shape ``x0.shape[:-1]`` (e.g.
         ``exp(Q / lambda)`` in weighted matching) and is not normalised here."""
-        per = self.per_sample_loss(apply, params, x0, cond, key)
+        per = self.per_sample_loss(apply, params, x0, cond, key, max_error)
         if weights is None:
             return per.mean()
         if jnp.shape(weights) != per.shape:
@@ -248,7 +251,7 @@ class GenerativeModel(abc.ABC):
         if order == 2:
             e_next = net.embed_time(p, self.time_input(jnp.maximum(t_next, self.t_eps)))
         k0, ks = jax.random.split(key)
-        x_init = self.alpha_sigma(grid[0])[1] * jax.random.normal(k0, tuple(shape))
+        x_init = self.alpha_sigma(grid[0])[1] * normal(k0, tuple(shape))
 
         def denoise(x: Array, t: Array, e: Any) -> tuple[Array, Array]:
             pred = self._net(net, p, x, t, c, e)
@@ -289,7 +292,7 @@ class GenerativeModel(abc.ABC):
             return x_next + s_s * eps
         c = eta * s_s * jnp.sqrt(jnp.maximum(1 - ((a_t * s_s) / (a_s * s_t)) ** 2, 0.0))
         x_next = x_next + jnp.sqrt(jnp.maximum(s_s**2 - c**2, 0.0)) * eps
-        return x_next + c * jax.random.normal(key, x.shape, x.dtype)
+        return x_next + c * normal(key, x.shape).astype(x.dtype)
 
     def _velocity(self, denoise: Callable, x: Array, t: Array, e: Any) -> Array:
         x0, eps = denoise(x, t, e)
@@ -306,7 +309,7 @@ class GenerativeModel(abc.ABC):
             a_hat, s_hat = self.alpha_sigma(t_hat)
             r = jnp.where(t_hat > t, a_hat / jnp.where(a > 0, a, 1.0), 1.0)
             std = jnp.sqrt(jnp.maximum(s_hat**2 - (r * s) ** 2, 0.0))
-            x = r * x + std * jax.random.normal(key, x.shape, x.dtype)
+            x = r * x + std * normal(key, x.shape).astype(x.dtype)
         dt = t_next - t_hat
         d1 = self._velocity(denoise, x, t_hat, e_hat)
         x_euler = x + dt * d1

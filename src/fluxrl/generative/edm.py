@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from fluxrl.generative import conversions as cv
 from fluxrl.generative.base import GenerativeModel
+from fluxrl.rng import normal
 
 Array = jax.Array
 
@@ -57,7 +58,7 @@ class EDM(GenerativeModel):
         return 1.0 / jnp.sqrt(s2 + sd2), sd2 / (s2 + sd2), t * self.sigma_data / jnp.sqrt(s2 + sd2)
 
     def sample_time(self, key: Array, shape: Sequence[int]) -> Array:
-        return jnp.exp(self.p_mean + self.p_std * jax.random.normal(key, tuple(shape)))
+        return jnp.exp(self.p_mean + self.p_std * normal(key, tuple(shape)))
 
     def time_grid(self, steps: int) -> Array:
         r = 1.0 / self.rho

@@ -18,10 +18,20 @@ from fluxrl.errors import FluxError, close_matches
 if TYPE_CHECKING:
     from fluxrl.config import NetConfig
 
+def mish(x: jax.Array) -> jax.Array:
+    """Mish (Misra 2019), ``x tanh(softplus(x))``, computed with one exponential: with ``n = e^x
+    (e^x + 2)``, ``tanh(log(1 + e^x)) = n / (n + 2)``. Same function as the textbook form (to
+    float32 rounding, and exactly ``x`` above 20), but one transcendental instead of three, which
+    matters because a diffusion actor's Mish layers run at every denoising step."""
+    e = jnp.exp(jnp.minimum(x, 20.0))
+    n = e * (e + 2.0)
+    return jnp.where(x > 20.0, x, x * n / (n + 2.0))
+
+
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu,
     "elu": nn.elu,
-    "mish": lambda x: x * jnp.tanh(nn.softplus(x)),
+    "mish": mish,
     "silu": nn.silu,
     "gelu": nn.gelu,
     "tanh": jnp.tanh,

@@ -40,6 +40,7 @@ from fluxrl.generative import MODELS, GenerativeModel
 from fluxrl.guidance.best_of_n import sample_n
 from fluxrl.nets.backbones import backbone_from
 from fluxrl.nets.critics import AGGREGATIONS, QEnsemble, aggregate
+from fluxrl.rng import normal
 
 Array = jax.Array
 
@@ -133,7 +134,7 @@ def make_qsm(cfg: QSMConfig, spec: EnvSpec) -> Agent:
         a = model.sample(actor, state.actor, obs, k_sample, obs.shape[:-1] + (spec.act_dim,))
         if deterministic:  # evaluation: a policy sample (best of best_of_eval by the trainer)
             return a
-        a = a + cfg.explore_noise * jax.random.normal(k_noise, a.shape)
+        a = a + cfg.explore_noise * normal(k_noise, a.shape)
         return jnp.clip(a, -1.0, 1.0)
 
     def sample(state: QSMState, obs: Array, key: Array, n: int) -> Array:
