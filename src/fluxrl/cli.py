@@ -58,9 +58,9 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _algos(args: argparse.Namespace) -> int:
-    from fluxrl.taxonomy import grid_markdown
+    from fluxrl.taxonomy import algorithms_markdown, grid_markdown
 
-    print(grid_markdown())
+    print(grid_markdown() + "\n\n" + algorithms_markdown())
     return 0
 
 

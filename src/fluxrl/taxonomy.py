@@ -53,6 +53,43 @@ def grid_markdown() -> str:
     return "\n".join(lines)
 
 
+def supported_models(name: str) -> list[str]:
+    """Generative models an algorithm accepts as ``algo.model``, found by running its config's
+    own validation on each (so the docs cannot drift from the checks); [] for non-generative actors (SAC, TD3)."""
+    import dataclasses
+
+    from fluxrl.errors import FluxError
+    from fluxrl.generative import MODELS
+
+    cls = get_algo(name).config
+    if "model" not in {f.name for f in dataclasses.fields(cls)}:
+        return []
+    ok = []
+    for model in MODELS:
+        try:
+            cls(model=model).validate()
+        except FluxError:
+            continue
+        ok.append(model)
+    return ok
+
+
+def algorithms_markdown() -> str:
+    """One row per registered algorithm: its cell, setting, generative models and paper."""
+    get_algo("sac")
+    lines = ["| algo | guidance | reference | setting | `algo.model` choices (default first) | paper |",
+             "|---|---|---|---|---|---|"]
+    for name, a in REGISTRY.items():
+        models = supported_models(name)
+        if models:
+            default = a.config().model
+            models = [default] + [m for m in models if m != default]
+        shown = ", ".join(models) if models else "none (not a generative policy)"
+        lines.append(f"| `{name}` | {a.family} | {a.reference} | {a.setting} | {shown} | "
+                     f"{a.paper} |")
+    return "\n".join(lines)
+
+
 def taxonomy_markdown() -> str:
     """The generated docs page (docs/taxonomy.md)."""
     return ("# Taxonomy\n\nGenerated from the algorithm registry by "
@@ -60,4 +97,7 @@ def taxonomy_markdown() -> str:
             "`tests/test_docs.py` keeps it in sync. Objective: maximise E_pi[Q(s,a)] - lambda "
             "KL(pi || nu); each algorithm is a guidance mechanism (row) and a reference policy "
             "nu (column), after FlowRL (arXiv 2603.27450) Table 1. Bold names marked (yes) are "
-            "implemented; the others are not yet.\n\n" + grid_markdown() + "\n")
+            "implemented; the others are not yet.\n\n" + grid_markdown()
+            + "\n\n## Implemented algorithms\n\nThe generative-model column is found by running "
+            "each algorithm's config validation on every model in `fluxrl.generative.MODELS`.\n\n"
+            + algorithms_markdown() + "\n")
