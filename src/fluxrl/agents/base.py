@@ -67,7 +67,8 @@ def register(info: AlgoInfo) -> AlgoInfo:
 
 
 def load_registry() -> dict[str, AlgoInfo]:
-    """Import every agent family so the registry is complete, and return it."""
+    """Import every agent family so the registry is complete, and return it in a fixed order
+    (baselines, then the grid's rows, then by name), whatever order modules were imported in."""
     from fluxrl.agents import (  # noqa: F401 - populate the registry
         baselines,
         q_guidance,
@@ -75,6 +76,11 @@ def load_registry() -> dict[str, AlgoInfo]:
         weighted_matching,
     )
 
+    order = sorted(REGISTRY.values(), key=lambda a: (a.family != "baseline",
+                                                     FAMILIES.index(a.family), a.name))
+    if list(REGISTRY) != [a.name for a in order]:
+        REGISTRY.clear()
+        REGISTRY.update((a.name, a) for a in order)
     return REGISTRY
 
 

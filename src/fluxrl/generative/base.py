@@ -212,7 +212,8 @@ class GenerativeModel(abc.ABC):
                steps: int | None = None, *, method: str | None = None, eta: float | None = None,
                differentiable: bool = False, return_history: bool = False,
                unroll: int | bool = 1, clip: bool | None = None,
-               guide: Guide | None = None) -> Array | tuple[Array, Array]:
+               guide: Guide | None = None,
+               grid: Array | None = None) -> Array | tuple[Array, Array]:
         """Draw ``shape = (..., dim)`` samples by one ``lax.scan`` over ``steps`` (default
         ``self.steps``).
 
@@ -226,9 +227,12 @@ class GenerativeModel(abc.ABC):
         them through every step. ``clip`` (default ``self.clip``) clips the result to [-1, 1].
         ``guide(pred, x_t, t) -> pred`` edits every prediction (e.g. add ``grad_a Q`` via
         ``to_score`` / ``from_score``). Returns the samples, and with ``return_history`` also the
-        chain ``[steps + 1, *shape]`` (prior draw first, returned samples last).
+        chain ``[steps + 1, *shape]`` (prior draw first, returned samples last). ``grid``
+        (``[steps + 1]`` decreasing times) replaces ``self.time_grid(steps)``, e.g. to stop at a
+        positive time (DIME's chain, whose every step must stay stochastic).
         """
-        steps = check_steps(steps if steps is not None else self.steps)
+        steps = check_steps(len(grid) - 1 if grid is not None else steps if steps is not None
+                            else self.steps)
         self.check_sampling(steps)
         method = method or next(iter(self.methods))
         if method not in self.methods:
@@ -242,7 +246,7 @@ class GenerativeModel(abc.ABC):
         net = as_network(apply)
         p = params if differentiable else jax.lax.stop_gradient(params)
 
-        grid = self.time_grid(steps)
+        grid = self.time_grid(steps) if grid is None else jnp.asarray(grid, jnp.float32)
         t_cur, t_next = grid[:-1], grid[1:]
         t_eval = t_cur if order == 1 or eta == 0 else jnp.minimum(t_cur * (1 + eta), self.t_ceiling)
         c = net.embed_cond(p, cond)
