@@ -1,0 +1,253 @@
+"""DACER: the reparameterised actor loss (gradients through every denoising step), the distributional
+critic target with reward scaling and terminal masking, the actor / temperature schedules and the
+temperature's direction, acting, config errors, paper defaults, and learning on Pendulum."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fluxrl.agents import get_algo
+from fluxrl.agents.reparam.dacer import DACERConfig, dacer_actor_loss
+from fluxrl.config import compose, resolve
+from fluxrl.envs import EnvSpec
+from fluxrl.errors import FluxError
+from fluxrl.generative import make_model
+from fluxrl.nets.backbones import backbone_from
+from fluxrl.nets.distributional import GaussianQEnsemble, dsac_critic_loss
+from fluxrl.train.run import train
+
+TINY = ["algo=dacer", "env=gym/Pendulum-v1", "algo.actor.width=16", "algo.critic.width=16",
+        "algo.obs_encoder_width=8", "algo.diffusion_steps=3", "algo.entropy_samples=16"]
+GYM = EnvSpec("gym/Fake-v0", "gym", 3, 2, 1, 200)
+DMC = EnvSpec("dmc/fake-task", "dmc", 3, 2, 2, 500)
+
+
+def tiny(*extra: str, spec: EnvSpec = GYM):
+    """A small agent whose ``init`` is jitted (op by op it costs seconds)."""
+    cfg = resolve(compose(TINY + list(extra))).algo
+    agent = get_algo("dacer").make(cfg, spec)
+    return cfg, dataclasses.replace(agent, init=jax.jit(agent.init))
+
+
+def random_batch(n: int = 64, seed: int = 1, obs_dim: int = 3, act_dim: int = 2) -> dict:
+    rng = np.random.default_rng(seed)
+    batch = {"obs": rng.normal(size=(n, obs_dim)), "action": rng.uniform(-1, 1, (n, act_dim)),
+             "reward": rng.normal(size=n), "next_obs": rng.normal(size=(n, obs_dim)),
+             "terminated": (np.arange(n) % 2).astype(np.float64)}
+    return {k: jnp.asarray(v, jnp.float32) for k, v in batch.items()}
+
+
+def changed(a, b) -> bool:
+    return any(not np.array_equal(np.asarray(x), np.asarray(y))
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+# --- the actor loss -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["vp-cosine", "flow"])
+def test_actor_gradient_flows_through_the_whole_chain(name):
+    """A linear 'network' ``w * x_t`` sampled over 4 steps and Q(s, a) = -|a - c|^2 / 2: the
+    analytic gradient of -mean Q in w equals a central finite difference of the same loss (with the
+    same key): a gradient stopped anywhere in the chain would drop that step's share (and with
+    ``differentiable=False`` it is 0)."""
+    model = make_model(name, steps=4, clip=False, clip_denoised=False)
+    net = lambda p, x, t, c: p["w"] * x  # noqa: E731
+    obs, key, c = jnp.zeros((256, 1)), jax.random.PRNGKey(0), jnp.array([0.3, -0.5])
+
+    def loss(w):
+        return dacer_actor_loss({"w": w}, model, net, lambda a: -0.5 * jnp.sum((a - c) ** 2, -1),
+                                obs, key, 2)
+
+    w, h = jnp.float32(0.4), 1e-2
+    g = float(jax.grad(loss)(w))
+    fd = (float(loss(w + h)) - float(loss(w - h))) / (2 * h)
+    assert abs(g) > 1e-3 and abs(g - fd) < 2e-2 * abs(fd), (g, fd)
+
+
+# --- the critic ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec, agg, scale, bootstrap", [(GYM, "min", 0.2, -2.0),
+                                                        (DMC, "mean", 1.0, 0.5)])
+def test_critic_target_is_scaled_clipped_and_stops_at_termination(spec, agg, scale, bootstrap):
+    """Target critics set to the constant returns N(3, ~0) and N(-2, ~0) (zero last-layer kernel,
+    std softplus(-30)): whatever the next action, the target is ``reward_scale r + gamma (1 -
+    terminated) agg(3, -2)`` (reward scale 0.2 on Gym, 1.0 on DMC); the update's critic loss must
+    equal the DSAC-T loss of the online critics against it, summed over the two members, with the
+    running std at its initial 1."""
+    cfg, agent = tiny(f"algo.critic_agg={agg}", spec=spec)
+    state = agent.init(jax.random.PRNGKey(0))
+    head = state.target["VmapGaussianQHead_0"]["Dense_0"]
+    head = {"kernel": jnp.zeros_like(head["kernel"]), "bias": jnp.array([[3.0, -30.0], [-2.0, -30.0]])}
+    state = state.replace(target={**state.target, "VmapGaussianQHead_0": {"Dense_0": head}})
+    batch = random_batch()
+    _, metrics = jax.jit(agent.update)(state, batch, jax.random.PRNGKey(2), jnp.int32(1))
+
+    mean, std = GaussianQEnsemble(backbone_from(cfg.critic), 2).apply(
+        {"params": state.critic}, batch["obs"], batch["action"])
+    r, done = np.asarray(batch["reward"]), np.asarray(batch["terminated"])
+    y = jnp.asarray(scale * r + 0.99 * (1.0 - done) * bootstrap)
+    want = float(dsac_critic_loss(mean, std, y, y, jnp.float32(1.0)).sum())
+    np.testing.assert_allclose(float(metrics["critic_loss"]), want, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["q_std"]), float(std.mean()), rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["running_q_std"]),
+                               0.005 * float(std.mean()) + 0.995, rtol=1e-6)
+
+
+# --- schedules and temperature ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scheduled():
+    """Actor every 2 steps, temperature every 4; an impossible entropy target (+100) so alpha
+    must rise."""
+    cfg, agent = tiny("algo.alpha_every=4", "algo.target_entropy=100")
+    return cfg, agent, jax.jit(agent.update)
+
+
+def test_actor_every_second_and_temperature_every_fourth_step(scheduled):
+    _, agent, update = scheduled
+    state = agent.init(jax.random.PRNGKey(0))
+    batch = random_batch()
+    for step in (5, 6, 7, 8):
+        new, m = update(state, batch, jax.random.PRNGKey(step), jnp.int32(step))
+        assert changed(state.critic, new.critic) and changed(state.target, new.target)
+        assert changed(state.actor, new.actor) == (step % 2 == 0), step
+        assert (float(new.log_alpha) != float(state.log_alpha)) == (step % 4 == 0), step
+        assert (float(m["actor_loss"]) == 0.0) == (step % 2 == 1)
+        assert all(np.isfinite(float(v)) for v in m.values()), m
+        state = new
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_temperature_moves_toward_the_target_entropy(sign, scheduled):
+    """loss = log alpha (H - target): an entropy below the target (+100) raises alpha, above it
+    (-100) lowers it; the first Adam step moves log alpha by lr_alpha = 0.03. The estimate is a
+    finite number of nats."""
+    if sign > 0:
+        agent, update = scheduled[1:]
+    else:
+        agent = tiny("algo.target_entropy=-100")[1]
+        update = jax.jit(agent.update)
+    state = agent.init(jax.random.PRNGKey(0))
+    new, m = update(state, random_batch(), jax.random.PRNGKey(3), jnp.int32(0))
+    np.testing.assert_allclose(float(new.log_alpha - state.log_alpha), sign * 0.03, rtol=1e-3)
+    np.testing.assert_allclose(float(m["alpha"]), 3.0 * np.exp(sign * 0.03), rtol=1e-4)
+    assert np.isfinite(float(m["entropy"])) and float(m["entropy"]) != 0.0
+
+
+def test_update_is_pure_xla_with_real_branches_under_seed_vmap(scheduled):
+    """Seeds are vmapped with a shared step, so the actor and temperature schedules stay real
+    ``cond`` branches (not both-branch selects) and the mixture fit is an XLA loop, no callback."""
+    _, agent, _ = scheduled
+    states = jax.eval_shape(jax.vmap(agent.init), jax.random.split(jax.random.PRNGKey(0), 2))
+    keys = jax.random.split(jax.random.PRNGKey(1), 2)
+    text = str(jax.make_jaxpr(jax.vmap(agent.update, in_axes=(0, None, 0, None)))(
+        states, random_batch(), keys, jnp.int32(0)))
+    assert text.count(" cond[") >= 2 and "while[" in text and "callback" not in text
+
+
+@pytest.mark.parametrize("name", ["flow", "edm"])
+def test_other_generative_models_train(name):
+    _, agent = tiny(f"algo.model={name}", "algo.alpha_every=2")
+    state = agent.init(jax.random.PRNGKey(0))
+    new, m = jax.jit(agent.update)(state, random_batch(), jax.random.PRNGKey(1), jnp.int32(2))
+    assert changed(state.actor, new.actor) and all(np.isfinite(float(v)) for v in m.values())
+
+
+# --- acting -------------------------------------------------------------------------------------
+
+
+def test_act_sample_value_shapes_box_and_exploration_noise():
+    """Evaluation is the noise-free sample; exploration adds N(0, (alpha noise_scaler)^2) to the
+    same sample (alpha = 3, noise_scaler 0.01: std 0.03, checked where the sample is inside +-0.8)
+    and clips to the box (the untrained chain often lands on its faces)."""
+    obs = jnp.asarray(np.random.default_rng(0).normal(size=(4096, 3)), jnp.float32)
+    key = jax.random.PRNGKey(1)
+    _, agent = tiny("algo.noise_scaler=0.01")
+    state = agent.init(jax.random.PRNGKey(0))
+    act = jax.jit(agent.act, static_argnums=3)
+    ev, ex = np.asarray(act(state, obs, key, True)), np.asarray(act(state, obs, key, False))
+    assert ev.shape == ex.shape == (4096, 2) and np.abs(ev).max() <= 1 and np.abs(ex).max() <= 1
+    inside = np.abs(ev) < 0.8
+    assert 0.2 < inside.mean() and np.mean(np.abs(ex) == 1.0) > 0.01
+    diff = (ex - ev)[inside]
+    assert abs(np.std(diff) - 0.03) <= 0.0015 and abs(np.mean(diff)) < 0.002, np.std(diff)
+    cands = agent.sample(state, obs[:5], key, 7)
+    assert cands.shape == (5, 7, 2) and float(jnp.abs(cands).max()) <= 1.0
+    assert agent.value(state, obs[:5], ev[:5]).shape == (5,)
+
+
+# --- config -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("override, words", [
+    ("algo.policy_delay=0", "policy_delay"), ("algo.alpha_every=0", "alpha_every"),
+    ("algo.gmm_components=0", "gmm_components"), ("algo.entropy_samples=1", "entropy_samples"),
+    ("algo.lr_alpha=0", "lr_alpha"), ("algo.lr_alpha=nan", "lr_alpha"),
+    ("algo.init_alpha=-1", "init_alpha"), ("algo.noise_scaler=-0.1", "noise_scaler"),
+    ("algo.noise_scaler=inf", "noise_scaler"), ("algo.reward_scale=0", "reward_scale"),
+    ("algo.target_entropy=nan", "target_entropy"), ("algo.model=vp-cosin", "vp-cosine"),
+    ("algo.critic_agg=max", "critic_agg"), ("algo.diffusion_steps=0", "diffusion_steps"),
+])
+def test_bad_dacer_values_are_flux_errors(override, words):
+    with pytest.raises(FluxError) as info:
+        resolve(compose(["algo=dacer", override]))
+    msg = str(info.value)
+    assert words in msg and "\n" not in msg, msg
+
+
+def test_entropy_samples_must_cover_the_mixture():
+    cfg = resolve(compose(["algo=dacer"])).algo
+    with pytest.raises(FluxError, match="at least max"):
+        dataclasses.replace(cfg, gmm_components=8, entropy_samples=5).validate()
+
+
+def test_paper_defaults():
+    """Paper A.3 / flow-rl mujoco/algo/dacer.yaml; DMC takes 3 x 512 nets (dmc/algo/dacer.yaml)."""
+    cfg = resolve(compose(["algo=dacer"])).algo
+    assert isinstance(cfg, DACERConfig)
+    assert (cfg.actor.width, cfg.actor.depth, cfg.actor.act) == (256, 3, "mish")
+    assert (cfg.critic.width, cfg.critic.depth, cfg.critic.act) == (256, 2, "relu")
+    assert cfg.lr_actor == cfg.lr_critic == 1e-4 and cfg.lr_alpha == 0.03
+    assert (cfg.policy_delay, cfg.alpha_every, cfg.entropy_samples, cfg.gmm_components) == (2, 10_000, 200, 3)
+    assert (cfg.noise_scaler, cfg.init_alpha, cfg.reward_scale, cfg.target_entropy) == (0.1, 3.0, None, None)
+    assert (cfg.model, cfg.diffusion_steps, cfg.time_dim, cfg.best_of_eval) == ("vp-cosine", 20, 64, 1)
+    assert (cfg.num_critics, cfg.tau, cfg.discount, cfg.critic_agg) == (2, 0.005, 0.99, "min")
+    dmc = resolve(compose(["algo=dacer", "env=dmc/cheetah-run"])).algo
+    assert (dmc.actor.width, dmc.critic.width, dmc.critic.depth, dmc.critic.act) == (512, 512, 3, "elu")
+
+
+# --- learning -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_dacer_learns_pendulum(tmp_path):
+    """Learning test: DACER on Pendulum-v1 with reduced settings, otherwise the paper's: 2x64
+    denoiser (Mish) and 2x64 critics, 5 diffusion steps (paper: 20), critic Adam lr 3e-4 (paper:
+    1e-4; the actor keeps 1e-4), the temperature every 1K updates from 64 samples per state (paper:
+    10K, 200), 6K frames with 1K random warmup, 2 seeds, 5 evaluation episodes at 2K, 4K and 6K
+    frames.
+
+    Calibration (this config, seed pairs 0-1 .. 6-7): at 2K frames -1500 to -1706; at 6K frames
+    -723, -661 | -666, -330 | -452, -808 | -596, -183, so every seed gains at least 800 and the
+    worst pair averages -692. Both lrs at 1e-4 (the paper's) reach only -608 to -1111 by 6K frames;
+    both at 3e-4 learn faster but seed 0 collapses from -489 at 4K to -1162 at 6K. A random policy
+    scores about -1200 to -1500. Asserted: each seed gains 400 and beats -1000, and the mean of the
+    two beats -800."""
+    overrides = ["env=gym/Pendulum-v1", "algo=dacer", "algo.actor.width=64", "algo.actor.depth=2",
+                 "algo.critic.width=64", "algo.diffusion_steps=5", "algo.lr_critic=3e-4",
+                 "algo.alpha_every=1000", "algo.entropy_samples=64", "seeds=2", "steps=6000",
+                 "warmup=1000", "eval_every=2000", "eval_episodes=5", "checkpoint_every=0",
+                 "progress=false", "tensorboard=false", "plot=false", f"run_dir={tmp_path / 'd'}"]
+    result = train(compose(overrides), overrides)
+    first, final = result.eval_returns[0], result.eval_returns[-1]
+    assert len(result.eval_returns) == 3
+    assert (final > first + 400).all() and (final > -1000).all() and final.mean() > -800, (
+        f"first {first}, final {final}")
