@@ -83,3 +83,15 @@ def test_bad_input():
         normal(jax.random.PRNGKey(0), (-1, 2))
     with pytest.raises(ValueError, match="threefry2x32"):
         normal(jax.random.key(0, impl="rbg"), (4,))
+
+
+@pytest.mark.parametrize("shape", [(7,), (5, 256, 6), (3, 1)])
+def test_uniform_equals_jax_random_uniform(shape):
+    from fluxrl.rng import uniform
+
+    for seed in (0, 1, 123):
+        key = jax.random.PRNGKey(seed)
+        np.testing.assert_array_equal(np.asarray(uniform(key, shape)),
+                                      np.asarray(jax.random.uniform(key, shape)))
+    u = np.asarray(uniform(jax.random.PRNGKey(5), (100_000,)))
+    assert u.min() >= 0.0 and u.max() < 1.0 and abs(u.mean() - 0.5) < 0.005
