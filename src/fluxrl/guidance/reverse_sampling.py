@@ -41,7 +41,8 @@ NARROW = 1e-3
 
 
 def _truncated_from_uniform(u: Array, lower: Array, upper: Array) -> Array:
-    """Inverse-CDF map of uniforms ``u`` to N(0, 1) restricted to ``[lower, upper]``.
+    """Inverse-CDF map of uniforms ``u`` to N(0, 1) restricted to ``[lower, upper]`` (which
+    broadcast against ``u``; the CDF is evaluated at their own shape).
 
     Intervals whose centre is above zero are mirrored, so the CDF is always evaluated where it is
     small and ``ndtr`` keeps its relative precision; when the interval's mass is below float
@@ -58,10 +59,8 @@ def _truncated_from_uniform(u: Array, lower: Array, upper: Array) -> Array:
 def truncated_normal(key: Array, lower: Array, upper: Array, shape: Sequence[int]) -> Array:
     """Standard normal samples of ``shape`` restricted to ``[lower, upper]`` (both broadcast
     against ``shape``; infinite bounds allowed)."""
-    shape = tuple(shape)
-    lower = jnp.broadcast_to(jnp.asarray(lower, jnp.float32), shape)
-    upper = jnp.broadcast_to(jnp.asarray(upper, jnp.float32), shape)
-    return _truncated_from_uniform(uniform(key, shape), lower, upper)
+    lower, upper = jnp.asarray(lower, jnp.float32), jnp.asarray(upper, jnp.float32)
+    return _truncated_from_uniform(uniform(key, tuple(shape)), lower, upper)
 
 
 def reverse_sample(model: GenerativeModel, key: Array, x_t: Array, t: Array, n: int,
@@ -82,7 +81,7 @@ def reverse_sample(model: GenerativeModel, key: Array, x_t: Array, t: Array, n: 
     lower, upper = (low * alpha - xt) / sigma, (high * alpha - xt) / sigma
     shape = x_t.shape[:-1] + (n, x_t.shape[-1])
     u = uniform(key, shape)
-    z = _truncated_from_uniform(u, jnp.broadcast_to(lower, shape), jnp.broadcast_to(upper, shape))
+    z = _truncated_from_uniform(u, lower, upper)
     narrow = upper - lower < NARROW
     x0 = jnp.where(narrow, low + (high - low) * u, jnp.clip((xt + sigma * z) / alpha, low, high))
     eps = jnp.where(narrow, (xt - alpha * x0) / sigma, -z)
