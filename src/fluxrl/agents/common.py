@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
+from flax import struct
 
 from fluxrl.config import GenerativeConfig
 from fluxrl.generative import GenerativeModel, make_model
@@ -55,3 +58,85 @@ def generative_actor(cfg: GenerativeConfig, act_dim: int) -> tuple[GenerativeMod
     actor = make_denoiser(act_dim, net.backbone, net.width, net.depth, net.act, net.layer_norm,
                           cfg.time_dim, cond_encoder=encoder, fourier_scale=cfg.fourier_scale)
     return model, actor
+
+
+@struct.dataclass
+class GenerativeACState:
+    """State of a diffusion / flow actor with a Q ensemble and its EMA target."""
+
+    actor: dict
+    critic: dict
+    target: dict
+    actor_opt: optax.OptState
+    critic_opt: optax.OptState
+
+
+@dataclass(frozen=True)
+class GenerativeActorCritic:
+    """The parts QSM, iDEM and SDAC build identically: model and denoiser, a Q ensemble, Adam
+    for both, parameter init, policy samples, the critics' value, and the clipped double-Q critic
+    step whose next action is one sample of the current actor (flow-rl ``qsm.py``)."""
+
+    cfg: Any
+    spec: Any
+    model: GenerativeModel
+    actor: Denoiser
+    critic: Any
+    tx_actor: optax.GradientTransformation
+    tx_critic: optax.GradientTransformation
+
+    @classmethod
+    def build(cls, cfg: GenerativeConfig, spec: Any) -> GenerativeActorCritic:
+        """Validate ``cfg`` and build the networks and optimisers for ``spec``."""
+        from fluxrl.nets.backbones import backbone_from
+        from fluxrl.nets.critics import QEnsemble
+
+        cfg.validate()
+        model, actor = generative_actor(cfg, spec.act_dim)
+        critic = QEnsemble(backbone_from(cfg.critic), cfg.num_critics)
+        return cls(cfg, spec, model, actor, critic, optax.flatten(optax.adam(cfg.lr_actor)),
+                   optax.flatten(optax.adam(cfg.lr_critic)))
+
+    def predict(self, p: Any, a_t: jax.Array, t: jax.Array, obs: jax.Array) -> jax.Array:
+        """The denoiser's prediction at noisy actions ``a_t`` and times ``t``."""
+        return self.actor.apply({"params": p}, a_t, self.model.time_input(t), obs)
+
+    def q(self, how: str) -> Any:
+        """``(critic params, obs, a) -> value`` reduced over the ensemble by ``how``."""
+        from fluxrl.nets.critics import aggregate
+
+        return lambda p, obs, a: aggregate(self.critic.apply({"params": p}, obs, a), how)
+
+    def init(self, key: jax.Array) -> GenerativeACState:
+        """Fresh parameters; the target critic starts as a copy of the online one."""
+        ka, kc = jax.random.split(key)
+        obs, act = jnp.zeros((1, self.spec.obs_dim)), jnp.zeros((1, self.spec.act_dim))
+        pa = self.actor.init(ka, act, jnp.zeros((1,)), obs)["params"]
+        pc = self.critic.init(kc, obs, act)["params"]
+        return GenerativeACState(pa, pc, pc, self.tx_actor.init(pa), self.tx_critic.init(pc))
+
+    def policy_sample(self, params: Any, obs: jax.Array, key: jax.Array) -> jax.Array:
+        """One action per state from the sampler."""
+        return self.model.sample(self.actor, params, obs, key, obs.shape[:-1] + (self.spec.act_dim,))
+
+    def sample(self, state: GenerativeACState, obs: jax.Array, key: jax.Array, n: int) -> jax.Array:
+        """``n`` policy samples per state (best-of-N candidates), ``[B, n, act_dim]``."""
+        from fluxrl.guidance.best_of_n import sample_n
+
+        return sample_n(self.model, self.actor, state.actor, obs, key, n, self.spec.act_dim)
+
+    def value(self, state: GenerativeACState, obs: jax.Array, a: jax.Array) -> jax.Array:
+        """The online critics' value reduced by ``critic_agg`` (what best-of-N picks by)."""
+        return self.q(self.cfg.critic_agg)(state.critic, obs, a)
+
+    def critic_update(self, state: GenerativeACState, batch: dict, key: jax.Array):
+        """Clipped double-Q step on ``r + gamma (1 - d) agg Q_target(s', a')`` with ``a'`` one
+        actor sample. Returns ``(critic params, critic opt state, metrics)``."""
+        next_a = self.model.sample(self.actor, state.actor, batch["next_obs"], key,
+                                   batch["action"].shape)
+        next_q = self.q(self.cfg.critic_agg)(state.target, batch["next_obs"], next_a)
+        target = td_target(batch["reward"], batch["terminated"], self.cfg.discount, next_q)
+        pc, critic_opt, c_loss, q_mean = critic_step(self.critic, state.critic, state.critic_opt,
+                                                     self.tx_critic, batch, target)
+        return pc, critic_opt, {"critic_loss": c_loss, "q_mean": q_mean,
+                                "next_action_abs": jnp.abs(next_a).mean()}

@@ -28,18 +28,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
-from flax import struct
 
 from fluxrl.agents.base import Agent, AlgoInfo, register
-from fluxrl.agents.common import adam_step, critic_step, generative_actor, soft_update, td_target
+from fluxrl.agents.common import GenerativeACState, GenerativeActorCritic, adam_step, soft_update
 from fluxrl.config import GenerativeConfig
 from fluxrl.envs import EnvSpec
 from fluxrl.errors import FluxError
 from fluxrl.generative import MODELS, GenerativeModel
-from fluxrl.guidance.best_of_n import sample_n
-from fluxrl.nets.backbones import backbone_from
-from fluxrl.nets.critics import AGGREGATIONS, QEnsemble, aggregate
+from fluxrl.nets.critics import AGGREGATIONS
 from fluxrl.rng import normal
 
 Array = jax.Array
@@ -99,74 +95,35 @@ def qsm_actor_loss(actor_params: Any, critic_params: Any,
     return loss, {"q_grad_abs": jax.lax.stop_gradient(g_abs), "target_abs": jnp.abs(target).mean()}
 
 
-@struct.dataclass
-class QSMState:
-    actor: dict
-    critic: dict
-    target: dict
-    actor_opt: optax.OptState
-    critic_opt: optax.OptState
-
-
 def make_qsm(cfg: QSMConfig, spec: EnvSpec) -> Agent:
     """Build QSM's pure functions for one seed."""
-    cfg.validate()
-    model, actor = generative_actor(cfg, spec.act_dim)
-    critic = QEnsemble(backbone_from(cfg.critic), cfg.num_critics)
-    tx_actor = optax.flatten(optax.adam(cfg.lr_actor))
-    tx_critic = optax.flatten(optax.adam(cfg.lr_critic))
+    ac = GenerativeActorCritic.build(cfg, spec)
 
-    def predict(p: Any, a_t: Array, t: Array, obs: Array) -> Array:
-        return actor.apply({"params": p}, a_t, model.time_input(t), obs)
-
-    def q_value(how: str) -> Callable[[Any, Array, Array], Array]:
-        return lambda p, obs, a: aggregate(critic.apply({"params": p}, obs, a), how)
-
-    def init(key: Array) -> QSMState:
-        ka, kc = jax.random.split(key)
-        obs, act = jnp.zeros((1, spec.obs_dim)), jnp.zeros((1, spec.act_dim))
-        pa = actor.init(ka, act, jnp.zeros((1,)), obs)["params"]
-        pc = critic.init(kc, obs, act)["params"]
-        return QSMState(pa, pc, pc, tx_actor.init(pa), tx_critic.init(pc))
-
-    def act(state: QSMState, obs: Array, key: Array, deterministic: bool) -> Array:
+    def act(state: GenerativeACState, obs: Array, key: Array, deterministic: bool) -> Array:
         k_sample, k_noise = jax.random.split(key)
-        a = model.sample(actor, state.actor, obs, k_sample, obs.shape[:-1] + (spec.act_dim,))
+        a = ac.policy_sample(state.actor, obs, k_sample)
         if deterministic:  # evaluation: a policy sample (best of best_of_eval by the trainer)
             return a
         a = a + cfg.explore_noise * normal(k_noise, a.shape)
         return jnp.clip(a, -1.0, 1.0)
 
-    def sample(state: QSMState, obs: Array, key: Array, n: int) -> Array:
-        return sample_n(model, actor, state.actor, obs, key, n, spec.act_dim)
-
-    def value(state: QSMState, obs: Array, a: Array) -> Array:
-        return q_value(cfg.critic_agg)(state.critic, obs, a)
-
-    def update(state: QSMState, batch: dict, key: Array, step: Array):
+    def update(state: GenerativeACState, batch: dict, key: Array, step: Array):
         k_next, k_time, k_noise = jax.random.split(key, 3)
-        next_a = model.sample(actor, state.actor, batch["next_obs"], k_next, batch["action"].shape)
-        next_q = q_value(cfg.critic_agg)(state.target, batch["next_obs"], next_a)
-        target = td_target(batch["reward"], batch["terminated"], cfg.discount, next_q)
-
-        pc, critic_opt, c_loss, q_mean = critic_step(critic, state.critic, state.critic_opt,
-                                                     tx_critic, batch, target)
+        pc, critic_opt, c_metrics = ac.critic_update(state, batch, k_next)
         pt = soft_update(state.target, pc, cfg.tau)
 
         # the actor matches the gradient of the freshly updated target critic at noised replay actions
-        t = model.sample_time(k_time, batch["action"].shape[:-1])
-        a_t, _ = model.q_sample(k_noise, batch["action"], t)
+        t = ac.model.sample_time(k_time, batch["action"].shape[:-1])
+        a_t, _ = ac.model.q_sample(k_noise, batch["action"], t)
         (a_loss, aux), g = jax.value_and_grad(qsm_actor_loss, has_aux=True)(
-            state.actor, pt, predict, q_value(cfg.grad_agg), model, batch["obs"], a_t, t,
+            state.actor, pt, ac.predict, ac.q(cfg.grad_agg), ac.model, batch["obs"], a_t, t,
             cfg.temperature, cfg.normalize_grad)
-        pa, actor_opt = adam_step(state.actor, state.actor_opt, g, tx_actor)
+        pa, actor_opt = adam_step(state.actor, state.actor_opt, g, ac.tx_actor)
 
-        new = QSMState(pa, pc, pt, actor_opt, critic_opt)
-        metrics = {"critic_loss": c_loss, "actor_loss": a_loss, "q_mean": q_mean,
-                   "next_action_abs": jnp.abs(next_a).mean(), **aux}
-        return new, metrics
+        new = GenerativeACState(pa, pc, pt, actor_opt, critic_opt)
+        return new, {**c_metrics, "actor_loss": a_loss, **aux}
 
-    return Agent(init, act, update, value, sample)
+    return Agent(ac.init, act, update, ac.value, ac.sample)
 
 
 register(AlgoInfo("qsm", "q_guidance", "uniform", "off_policy", make_qsm,

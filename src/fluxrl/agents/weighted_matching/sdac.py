@@ -49,21 +49,16 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
-from flax import struct
 
 from fluxrl.agents.base import Agent, AlgoInfo, register
-from fluxrl.agents.common import adam_step, critic_step, generative_actor, soft_update, td_target
+from fluxrl.agents.common import GenerativeACState, GenerativeActorCritic, adam_step, soft_update
 from fluxrl.config import GenerativeConfig
 from fluxrl.envs import EnvSpec
 from fluxrl.errors import FluxError
 from fluxrl.generative import GenerativeModel
-from fluxrl.guidance.best_of_n import sample_n
 from fluxrl.guidance.reverse_sampling import candidate_loss, reverse_sample
 from fluxrl.guidance.weights import softmax_weights
-from fluxrl.nets.backbones import backbone_from
 from fluxrl.nets.blocked import map_blocks
-from fluxrl.nets.critics import QEnsemble, aggregate
 
 Array = jax.Array
 #: Generative models SDAC trains: Gaussian paths with ``alpha_t > 0`` at training times.
@@ -128,66 +123,33 @@ def sdac_actor_loss(actor_params: Any, critic_params: Any, model: GenerativeMode
                   "q_candidates": q.mean()}
 
 
-@struct.dataclass
-class SDACState:
-    actor: dict
-    critic: dict
-    target: dict
-    actor_opt: optax.OptState
-    critic_opt: optax.OptState
-
-
 def make_sdac(cfg: SDACConfig, spec: EnvSpec) -> Agent:
     """Build SDAC's pure functions for one seed."""
-    cfg.validate()
-    model, actor = generative_actor(cfg, spec.act_dim)
-    critic = QEnsemble(backbone_from(cfg.critic), cfg.num_critics)
-    tx_actor = optax.flatten(optax.adam(cfg.lr_actor))
-    tx_critic = optax.flatten(optax.adam(cfg.lr_critic))
+    ac = GenerativeActorCritic.build(cfg, spec)
+    q_value = ac.q(cfg.critic_agg)
 
-    def q_value(p: Any, obs: Array, a: Array) -> Array:
-        return aggregate(critic.apply({"params": p}, obs, a), cfg.critic_agg)
-
-    def init(key: Array) -> SDACState:
-        ka, kc = jax.random.split(key)
-        obs, act = jnp.zeros((1, spec.obs_dim)), jnp.zeros((1, spec.act_dim))
-        pa = actor.init(ka, act, jnp.zeros((1,)), obs)["params"]
-        pc = critic.init(kc, obs, act)["params"]
-        return SDACState(pa, pc, pc, tx_actor.init(pa), tx_critic.init(pc))
-
-    def act(state: SDACState, obs: Array, key: Array, deterministic: bool) -> Array:
+    def act(state: GenerativeACState, obs: Array, key: Array, deterministic: bool) -> Array:
         # one policy sample either way (flow-rl explores with the sampler's own noise); evaluation's
         # best of best_of_eval is added by the trainer
-        return model.sample(actor, state.actor, obs, key, obs.shape[:-1] + (spec.act_dim,))
+        return ac.policy_sample(state.actor, obs, key)
 
-    def sample(state: SDACState, obs: Array, key: Array, n: int) -> Array:
-        return sample_n(model, actor, state.actor, obs, key, n, spec.act_dim)
-
-    def value(state: SDACState, obs: Array, a: Array) -> Array:
-        return q_value(state.critic, obs, a)
-
-    def update(state: SDACState, batch: dict, key: Array, step: Array):
+    def update(state: GenerativeACState, batch: dict, key: Array, step: Array):
         k_next, k_time, k_noise, k_rev = jax.random.split(key, 4)
-        next_a = model.sample(actor, state.actor, batch["next_obs"], k_next, batch["action"].shape)
-        next_q = q_value(state.target, batch["next_obs"], next_a)
-        target = td_target(batch["reward"], batch["terminated"], cfg.discount, next_q)
-        pc, critic_opt, c_loss, q_mean = critic_step(critic, state.critic, state.critic_opt,
-                                                     tx_critic, batch, target)
+        pc, critic_opt, c_metrics = ac.critic_update(state, batch, k_next)
 
         # the actor: noised replay actions, candidates valued by the pre-update online critics
-        t = model.sample_time(k_time, batch["action"].shape[:-1])
-        a_t, _ = model.q_sample(k_noise, batch["action"], t)
+        t = ac.model.sample_time(k_time, batch["action"].shape[:-1])
+        a_t, _ = ac.model.q_sample(k_noise, batch["action"], t)
         (a_loss, aux), g = jax.value_and_grad(sdac_actor_loss, has_aux=True)(
-            state.actor, state.critic, model, actor, q_value, batch["obs"], a_t, t, k_rev,
+            state.actor, state.critic, ac.model, ac.actor, q_value, batch["obs"], a_t, t, k_rev,
             cfg.num_reverse_samples, cfg.temperature, cfg.critic_block)
-        pa, actor_opt = adam_step(state.actor, state.actor_opt, g, tx_actor)
+        pa, actor_opt = adam_step(state.actor, state.actor_opt, g, ac.tx_actor)
 
-        new = SDACState(pa, pc, soft_update(state.target, pc, cfg.tau), actor_opt, critic_opt)
-        metrics = {"critic_loss": c_loss, "actor_loss": a_loss, "q_mean": q_mean,
-                   "next_action_abs": jnp.abs(next_a).mean(), **aux}
-        return new, metrics
+        new = GenerativeACState(pa, pc, soft_update(state.target, pc, cfg.tau), actor_opt,
+                                critic_opt)
+        return new, {**c_metrics, "actor_loss": a_loss, **aux}
 
-    return Agent(init, act, update, value, sample)
+    return Agent(ac.init, act, update, ac.value, ac.sample)
 
 
 register(AlgoInfo("sdac", "weighted_matching", "uniform", "off_policy", make_sdac,
