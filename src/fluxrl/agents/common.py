@@ -73,9 +73,11 @@ class GenerativeACState:
 
 @dataclass(frozen=True)
 class GenerativeActorCritic:
-    """The parts QSM, iDEM and SDAC build identically: model and denoiser, a Q ensemble, Adam
-    for both, parameter init, policy samples, the critics' value, and the clipped double-Q critic
-    step whose next action is one sample of the current actor (flow-rl ``qsm.py``)."""
+    """The parts every diffusion / flow actor-critic builds identically (QSM, iDEM, SDAC, DPMD,
+    QVPO): model and denoiser, a Q ensemble, Adam for both, parameter init, policy samples, the
+    critics' value, and the clipped double-Q critic step, by default with the next action one
+    sample of the current actor (flow-rl ``qsm.py``). Agents with more state subclass
+    :class:`GenerativeACState`."""
 
     cfg: Any
     spec: Any
@@ -102,10 +104,15 @@ class GenerativeActorCritic:
         return self.actor.apply({"params": p}, a_t, self.model.time_input(t), obs)
 
     def q(self, how: str) -> Any:
-        """``(critic params, obs, a) -> value`` reduced over the ensemble by ``how``."""
+        """``(critic params, obs, a) -> value`` reduced over the ensemble by ``how``; ``obs`` is
+        broadcast over the leading axes of ``a`` (``obs [B, 1, O]`` with ``a [B, N, A]``)."""
         from fluxrl.nets.critics import aggregate
 
-        return lambda p, obs, a: aggregate(self.critic.apply({"params": p}, obs, a), how)
+        def value(p: Any, obs: jax.Array, a: jax.Array) -> jax.Array:
+            obs = jnp.broadcast_to(obs, a.shape[:-1] + obs.shape[-1:])
+            return aggregate(self.critic.apply({"params": p}, obs, a), how)
+
+        return value
 
     def init(self, key: jax.Array) -> GenerativeACState:
         """Fresh parameters; the target critic starts as a copy of the online one."""
@@ -119,15 +126,27 @@ class GenerativeActorCritic:
         """One action per state from the sampler."""
         return self.model.sample(self.actor, params, obs, key, obs.shape[:-1] + (self.spec.act_dim,))
 
-    def sample(self, state: GenerativeACState, obs: jax.Array, key: jax.Array, n: int) -> jax.Array:
-        """``n`` policy samples per state (best-of-N candidates), ``[B, n, act_dim]``."""
+    def samples(self, params: Any, obs: jax.Array, key: jax.Array, n: int) -> jax.Array:
+        """``n`` samples per state of the actor with parameters ``params``, ``[B, n, act_dim]``."""
         from fluxrl.guidance.best_of_n import sample_n
 
-        return sample_n(self.model, self.actor, state.actor, obs, key, n, self.spec.act_dim)
+        return sample_n(self.model, self.actor, params, obs, key, n, self.spec.act_dim)
+
+    def sample(self, state: GenerativeACState, obs: jax.Array, key: jax.Array, n: int) -> jax.Array:
+        """``n`` policy samples per state (best-of-N candidates), ``[B, n, act_dim]``."""
+        return self.samples(state.actor, obs, key, n)
 
     def value(self, state: GenerativeACState, obs: jax.Array, a: jax.Array) -> jax.Array:
         """The online critics' value reduced by ``critic_agg`` (what best-of-N picks by)."""
         return self.q(self.cfg.critic_agg)(state.critic, obs, a)
+
+    def critic_fit(self, state: GenerativeACState, batch: dict, next_q: jax.Array):
+        """One critic step on ``r + gamma (1 - d) next_q``. Returns ``(critic params, critic opt
+        state, metrics)``."""
+        target = td_target(batch["reward"], batch["terminated"], self.cfg.discount, next_q)
+        pc, critic_opt, c_loss, q_mean = critic_step(self.critic, state.critic, state.critic_opt,
+                                                     self.tx_critic, batch, target)
+        return pc, critic_opt, {"critic_loss": c_loss, "q_mean": q_mean}
 
     def critic_update(self, state: GenerativeACState, batch: dict, key: jax.Array):
         """Clipped double-Q step on ``r + gamma (1 - d) agg Q_target(s', a')`` with ``a'`` one
@@ -135,8 +154,5 @@ class GenerativeActorCritic:
         next_a = self.model.sample(self.actor, state.actor, batch["next_obs"], key,
                                    batch["action"].shape)
         next_q = self.q(self.cfg.critic_agg)(state.target, batch["next_obs"], next_a)
-        target = td_target(batch["reward"], batch["terminated"], self.cfg.discount, next_q)
-        pc, critic_opt, c_loss, q_mean = critic_step(self.critic, state.critic, state.critic_opt,
-                                                     self.tx_critic, batch, target)
-        return pc, critic_opt, {"critic_loss": c_loss, "q_mean": q_mean,
-                                "next_action_abs": jnp.abs(next_a).mean()}
+        pc, critic_opt, metrics = self.critic_fit(state, batch, next_q)
+        return pc, critic_opt, {**metrics, "next_action_abs": jnp.abs(next_a).mean()}
