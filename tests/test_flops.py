@@ -41,3 +41,25 @@ def test_nested_jit_cond_and_gradient():
     assert matmul_flops(both, X, W) == pytest.approx(3 * ONE)
     g = lambda p, x: jax.lax.cond(p, lambda v: v @ W @ W.T, lambda v: v * 2.0, x)  # noqa: E731
     assert matmul_flops(g, True, X) == 2 * ONE  # the costlier branch
+
+
+def test_cond_rates_weight_each_costly_cond_in_program_order():
+    costly = lambda v: v @ W @ W.T  # noqa: E731  (2 ONE)
+    cheap = lambda v: v * 2.0  # noqa: E731
+
+    def two(p, q, x):
+        x = jax.lax.cond(p, costly, cheap, x)
+        same = jax.lax.cond(q, lambda v: v @ W @ W.T, costly, x)  # equal branches: no rate used
+        return jax.lax.cond(q, cheap, costly, same)
+
+    assert matmul_flops(two, True, True, X) == 6 * ONE  # upper bound
+    assert matmul_flops(two, True, True, X, cond_rates=[0.5, 0.1]) == pytest.approx(
+        0.5 * 2 * ONE + 2 * ONE + 0.1 * 2 * ONE)
+    # inside a scan, a cond's rate applies to each of its runs
+    scanned = lambda x: jax.lax.scan(  # noqa: E731
+        lambda c, _: (jax.lax.cond(True, costly, cheap, c), None), x, None, length=4)[0]
+    assert matmul_flops(scanned, X, cond_rates=[0.25]) == pytest.approx(4 * 0.25 * 2 * ONE)
+    with pytest.raises(ValueError, match="more conds"):
+        matmul_flops(two, True, True, X, cond_rates=[0.5])
+    with pytest.raises(ValueError, match="fewer conds"):
+        matmul_flops(two, True, True, X, cond_rates=[0.5, 0.1, 0.2])

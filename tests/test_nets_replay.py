@@ -196,3 +196,6 @@ def test_mish_matches_its_textbook_form_and_gradient():
     g, g_ref = jax.vmap(jax.grad(mish))(x), jax.vmap(jax.grad(ref))(x)
     np.testing.assert_allclose(g, g_ref, atol=2e-5, rtol=1e-5)
     assert bool(jnp.all(jnp.isfinite(jax.vmap(jax.grad(mish))(jnp.array([-1e4, 1e4, 0.0])))))
+    huge = jnp.array([-1e30, 1e30])  # no overflow: x times a ratio, never x times e^(2x)
+    np.testing.assert_array_equal(mish(huge), huge * jnp.array([0.0, 1.0]))
+    np.testing.assert_array_equal(jax.vmap(jax.grad(mish))(huge), [0.0, 1.0])

@@ -12,7 +12,7 @@ Elementwise work is left out on purpose.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -39,13 +39,11 @@ def _conv_flops(eqn: Any) -> float:
 
 
 def _sub_jaxprs(eqn: Any) -> list[tuple[Any, float]]:
-    """Sub-programs of an equation with how often each runs (``cond``: the costliest branch)."""
+    """Sub-programs of an equation other than ``cond`` with how often each runs."""
     p = eqn.params
     name = eqn.primitive.name
     if name == "scan":
         return [(p["jaxpr"], float(p["length"]))]
-    if name == "cond":
-        return [(max(p["branches"], key=jaxpr_matmul_flops), 1.0)]
     if name == "while":  # trip count unknown: counted once, like XLA
         return [(p["body_jaxpr"], 1.0), (p["cond_jaxpr"], 1.0)]
     subs = []
@@ -56,20 +54,49 @@ def _sub_jaxprs(eqn: Any) -> list[tuple[Any, float]]:
     return subs
 
 
-def jaxpr_matmul_flops(jaxpr: Any) -> float:
-    """Matmul / convolution FLOPs of a (closed) jaxpr, loops times their trip counts."""
+def jaxpr_matmul_flops(jaxpr: Any, cond_rates: Iterator[float] | None = None) -> float:
+    """Matmul / convolution FLOPs of a (closed) jaxpr, loops times their trip counts.
+
+    A ``cond`` whose branches all cost the same counts once. Otherwise, with ``cond_rates`` None it
+    counts its costliest branch (an upper bound); else the next rate ``r`` of the iterator is taken
+    and it counts ``r * costliest + (1 - r) * cheapest``."""
     jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
     total = 0.0
     for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
+        name = eqn.primitive.name
+        if name == "dot_general":
             total += _dot_flops(eqn)
-        elif eqn.primitive.name == "conv_general_dilated":
+        elif name == "conv_general_dilated":
             total += _conv_flops(eqn)
+        elif name == "cond":
+            branches = sorted(eqn.params["branches"], key=jaxpr_matmul_flops)
+            lo, hi = branches[0], branches[-1]
+            if cond_rates is None or jaxpr_matmul_flops(lo) == jaxpr_matmul_flops(hi):
+                total += jaxpr_matmul_flops(hi, cond_rates)
+            else:
+                rate = next(cond_rates, None)
+                if rate is None:
+                    raise ValueError("more conds with branches of different cost than cond_rates")
+                total += (rate * jaxpr_matmul_flops(hi, cond_rates)
+                          + (1 - rate) * jaxpr_matmul_flops(lo, cond_rates))
         else:
-            total += sum(n * jaxpr_matmul_flops(sub) for sub, n in _sub_jaxprs(eqn))
+            total += sum(n * jaxpr_matmul_flops(sub, cond_rates) for sub, n in _sub_jaxprs(eqn))
     return total
 
 
-def matmul_flops(fn: Callable[..., Any], *args: Any) -> float:
-    """Matmul FLOPs of one call ``fn(*args)`` (traced, not run)."""
-    return jaxpr_matmul_flops(jax.make_jaxpr(fn)(*args))
+def matmul_flops(fn: Callable[..., Any], *args: Any,
+                 cond_rates: Sequence[float] | None = None) -> float:
+    """Matmul FLOPs of one call ``fn(*args)`` (traced, not run).
+
+    ``cond_rates``: for each ``cond`` whose branches differ in cost, in program order (a loop body
+    once), the fraction of calls in which its costliest branch runs, e.g. ``[1 / 2]`` for an actor
+    step every second update. None counts the costliest branch of every cond (an upper bound). A
+    count that does not match the program's conds is an error."""
+    jaxpr = jax.make_jaxpr(fn)(*args)
+    if cond_rates is None:
+        return jaxpr_matmul_flops(jaxpr)
+    rates = iter(cond_rates)
+    total = jaxpr_matmul_flops(jaxpr, rates)
+    if next(rates, None) is not None:
+        raise ValueError("fewer conds with branches of different cost than cond_rates")
+    return total
