@@ -37,19 +37,28 @@ MODELS: dict[str, Callable[..., GenerativeModel]] = {
 }
 
 
+def model_class(name: str) -> type[GenerativeModel]:
+    """The class behind a registered model name (``"ddpm"`` -> :class:`DDPM`)."""
+    factory = MODELS[name]
+    return factory.func if isinstance(factory, partial) else factory
+
+
+def models_predicting(prediction: str) -> tuple[str, ...]:
+    """Registered models whose network predicts ``prediction`` (``"eps"``, ``"v"``, ...)."""
+    return tuple(n for n in MODELS if model_class(n).prediction == prediction)
+
+
 def make_model(name: str, **options: Any) -> GenerativeModel:
     """Build a registered model; unknown names and options are a :class:`FluxError`."""
     if name not in MODELS:
         raise FluxError(f"unknown generative model {name!r}; {close_matches(name, MODELS)}")
-    factory = MODELS[name]
-    cls = factory.func if isinstance(factory, partial) else factory
-    known = [f.name for f in fields(cls)]
+    known = [f.name for f in fields(model_class(name))]
     for key in options:
         if key not in known:
             raise FluxError(f"unknown option {key!r} for generative model {name!r}; "
                             f"{close_matches(key, known)}")
-    return factory(**options)
+    return MODELS[name](**options)
 
 
 __all__ = ["DDPM", "EDM", "MODELS", "FlowMatching", "GenerativeModel", "Network", "VPDiffusion",
-           "as_network", "conversions", "make_model"]
+           "as_network", "conversions", "make_model", "model_class", "models_predicting"]

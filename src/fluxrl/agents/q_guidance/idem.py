@@ -49,14 +49,14 @@ from fluxrl.agents.common import GenerativeACState, GenerativeActorCritic, adam_
 from fluxrl.config import GenerativeConfig
 from fluxrl.envs import EnvSpec
 from fluxrl.errors import FluxError
-from fluxrl.generative import MODELS, GenerativeModel
+from fluxrl.generative import GenerativeModel, models_predicting
 from fluxrl.guidance.energy_score import energy_score
 from fluxrl.nets.critics import AGGREGATIONS
 from fluxrl.rng import normal
 
 Array = jax.Array
 #: Generative models iDEM trains: those whose network predicts the noise.
-SUPPORTED_MODELS = tuple(n for n, f in MODELS.items() if getattr(f, "func", f).prediction == "eps")
+SUPPORTED_MODELS = models_predicting("eps")
 
 
 @dataclass

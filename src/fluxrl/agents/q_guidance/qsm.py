@@ -34,7 +34,7 @@ from fluxrl.agents.common import GenerativeACState, GenerativeActorCritic, adam_
 from fluxrl.config import GenerativeConfig
 from fluxrl.envs import EnvSpec
 from fluxrl.errors import FluxError
-from fluxrl.generative import MODELS, GenerativeModel
+from fluxrl.generative import GenerativeModel, model_class, models_predicting
 from fluxrl.nets.critics import AGGREGATIONS
 from fluxrl.rng import normal
 
@@ -65,9 +65,9 @@ class QSMConfig(GenerativeConfig):
         if self.grad_agg not in AGGREGATIONS:
             raise FluxError(f"unknown algo.grad_agg={self.grad_agg!r}; choose one of: "
                             + ", ".join(AGGREGATIONS))
-        prediction = getattr(MODELS[self.model], "func", MODELS[self.model]).prediction
+        prediction = model_class(self.model).prediction
         if prediction != "eps":
-            ok = [n for n, f in MODELS.items() if getattr(f, "func", f).prediction == "eps"]
+            ok = models_predicting("eps")
             raise FluxError(f"algo.model={self.model!r} predicts {prediction}: QSM regresses "
                             f"the prediction on the score grad_a Q / lambda, which in "
                             f"{prediction} terms blows up (velocity: 1 / (1 - t) at t -> 1; "

@@ -62,7 +62,7 @@ from fluxrl.agents.common import adam_step, critic_step, generative_actor, soft_
 from fluxrl.config import GenerativeConfig
 from fluxrl.envs import EnvSpec
 from fluxrl.errors import FluxError
-from fluxrl.generative import DDPM, MODELS, GenerativeModel
+from fluxrl.generative import DDPM, MODELS, GenerativeModel, model_class
 from fluxrl.generative import conversions as cv
 from fluxrl.guidance.path_entropy import chain_log_ratio, stochastic_grid, tanh_log_det
 from fluxrl.nets.backbones import backbone_from
@@ -107,9 +107,8 @@ class DIMEConfig(GenerativeConfig):
         if self.target_entropy is not None and not math.isfinite(self.target_entropy):
             raise FluxError(f"algo.target_entropy must be a finite number, or null for -1.665 "
                             f"act_dim, got {self.target_entropy}")
-        factory = MODELS[self.model]
-        if issubclass(getattr(factory, "func", factory), DDPM):
-            timesteps = factory().timesteps
+        if issubclass(model_class(self.model), DDPM):
+            timesteps = MODELS[self.model]().timesteps
             if self.diffusion_steps >= timesteps:
                 raise FluxError(f"algo.diffusion_steps={self.diffusion_steps} is too many for "
                                 f"algo.model={self.model!r}: DIME's chain stops one grid point "
