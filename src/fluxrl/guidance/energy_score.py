@@ -47,24 +47,34 @@ def dem_score(q: Array, grad_q: Array, temperature: float | Array, alpha: Array)
 
 
 def energy_score(model: GenerativeModel, key: Array, x_t: Array, t: Array,
-                 value: Callable[[Array], Array], num_samples: int,
+                 value: Callable[..., Array], num_samples: int,
                  temperature: float | Array, low: float = -1.0,
-                 high: float = 1.0) -> tuple[Array, dict]:
+                 high: float = 1.0, per_state: tuple[Array, ...] = (),
+                 block: int = 0) -> tuple[Array, dict]:
     """DEM estimate of ``grad log p_t(x_t)`` for ``p0 ~ Unif([low, high]^A) exp(Q / lambda)``.
 
     ``x_t [..., A]``, ``t [...]`` with ``alpha_t > 0`` (the estimate scales as ``1 / alpha_t``);
-    ``value(a [..., K, A]) -> [..., K]`` is the (reduced) critic at the candidates (close over the
-    states, broadcast to ``[..., K, obs]``). One forward and one
-    input-gradient pass over all ``[..., K]`` candidates. Returns the score ``[..., A]`` and
-    ``{"candidates", "q", "weights"}`` (``[..., K, A]``, ``[..., K]``, ``[..., K]``)."""
+    ``value(a [..., K, A], *per_state) -> [..., K]`` is the (reduced) critic at the candidates,
+    with ``per_state`` arrays (e.g. the states, ``[B, obs]``) passed through. One forward and one
+    input-gradient pass over all ``[..., K]`` candidates; with ``block > 0`` and one batch axis
+    (``x_t [B, A]``) the pass runs over ``max(1, block // K)`` states at a time
+    (:func:`fluxrl.nets.blocked.map_blocks`: the same numbers, in cache-sized pieces). Returns the
+    score ``[..., A]`` and ``{"candidates", "q", "weights"}`` (``[..., K, A]``, ``[..., K]``,
+    ``[..., K]``)."""
+    from fluxrl.nets.blocked import map_blocks
+
     a0, _ = reverse_sample(model, key, x_t, t, num_samples, low, high)
     a0 = jax.lax.stop_gradient(a0)
 
-    def total(a: Array) -> tuple[Array, Array]:
-        q = value(a)
-        return q.sum(), q
+    def value_and_grad(a: Array, *ps: Array) -> tuple[Array, Array]:
+        def total(a: Array) -> tuple[Array, Array]:
+            q = value(a, *ps)
+            return q.sum(), q
 
-    grad_q, q = jax.grad(total, has_aux=True)(a0)
+        return jax.grad(total, has_aux=True)(a)
+
+    states = max(1, block // num_samples) if block > 0 and x_t.ndim == 2 else x_t.shape[0]
+    grad_q, q = map_blocks(value_and_grad, a0, *per_state, block=states)
     q, grad_q = jax.lax.stop_gradient(q), jax.lax.stop_gradient(grad_q)
     alpha = model.alpha_sigma(jnp.asarray(t, x_t.dtype))[0]
     score = dem_score(q, grad_q, temperature, alpha)

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 
 from fluxrl.agents.base import Agent, AlgoInfo, register
 from fluxrl.agents.common import GenerativeACState, GenerativeActorCritic, adam_step, soft_update
-from fluxrl.config import GenerativeConfig
+from fluxrl.config import CandidateConfig
 from fluxrl.envs import EnvSpec
 from fluxrl.errors import FluxError
 from fluxrl.generative import GenerativeModel, models_predicting
@@ -60,7 +60,7 @@ SUPPORTED_MODELS = models_predicting("eps")
 
 
 @dataclass
-class IDEMConfig(GenerativeConfig):
+class IDEMConfig(CandidateConfig):
     """iDEM (Akhound-Sadegh et al. 2024) for RL: match the actor's score to a Monte Carlo estimate
     of the score of Unif(A) exp(Q / temperature) noised."""
 
@@ -100,7 +100,7 @@ def idem_actor_loss(actor_params: Any, critic_params: Any,
                     predict: Callable[[Any, Array, Array, Array], Array],
                     q_value: Callable[[Any, Array, Array], Array], model: GenerativeModel,
                     obs: Array, a_t: Array, t: Array, key: Array, num_samples: int,
-                    temperature: float) -> tuple[Array, dict]:
+                    temperature: float, block: int = 0) -> tuple[Array, dict]:
     """iDEM's denoising energy matching loss at noisy actions ``a_t [B, A]``, times ``t [B]``.
 
     ``predict(actor_params, a_t, t, obs)`` is the model's prediction and ``q_value(critic_params,
@@ -108,10 +108,13 @@ def idem_actor_loss(actor_params: Any, critic_params: Any,
     ``model.from_score(S, a_t, t)`` with ``S`` the DEM score estimate over ``num_samples``
     candidates (:func:`fluxrl.guidance.energy_score.energy_score`); for an eps-predicting model
     ``-(sigma_t / alpha_t) sum_k w_k grad_a Q(s, a_k) / lambda``. The target is a constant: this
-    loss never trains the critic."""
-    obs_k = jnp.broadcast_to(obs[:, None, :], (obs.shape[0], num_samples, obs.shape[-1]))
-    score, info = energy_score(model, key, a_t, t, lambda a: q_value(critic_params, obs_k, a),
-                               num_samples, temperature)
+    loss never trains the critic. ``block > 0`` values the candidates ``block`` actions at a time
+    (same numbers, faster on CPU)."""
+    def value(a: Array, o: Array) -> Array:
+        return q_value(critic_params, jnp.broadcast_to(o[:, None, :], a.shape[:-1] + o.shape[-1:]), a)
+
+    score, info = energy_score(model, key, a_t, t, value, num_samples, temperature,
+                               per_state=(obs,), block=block)
     target = jax.lax.stop_gradient(model.from_score(score, a_t, t))
     loss = jnp.mean((predict(actor_params, a_t, t, obs) - target) ** 2)
     w = info["weights"]
@@ -141,7 +144,7 @@ def make_idem(cfg: IDEMConfig, spec: EnvSpec) -> Agent:
         a_t, _ = ac.model.q_sample(k_noise, batch["action"], t)
         (a_loss, aux), g = jax.value_and_grad(idem_actor_loss, has_aux=True)(
             state.actor, pt, ac.predict, ac.q(cfg.energy_agg), ac.model, batch["obs"], a_t, t,
-            k_rev, cfg.num_reverse_samples, cfg.temperature)
+            k_rev, cfg.num_reverse_samples, cfg.temperature, cfg.critic_block)
         pa, actor_opt = adam_step(state.actor, state.actor_opt, g, ac.tx_actor)
 
         new = GenerativeACState(pa, pc, pt, actor_opt, critic_opt)

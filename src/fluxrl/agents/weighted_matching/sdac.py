@@ -52,7 +52,7 @@ import jax.numpy as jnp
 
 from fluxrl.agents.base import Agent, AlgoInfo, register
 from fluxrl.agents.common import GenerativeACState, GenerativeActorCritic, adam_step, soft_update
-from fluxrl.config import GenerativeConfig
+from fluxrl.config import CandidateConfig
 from fluxrl.envs import EnvSpec
 from fluxrl.errors import FluxError
 from fluxrl.generative import GenerativeModel
@@ -66,7 +66,7 @@ SUPPORTED_MODELS = ("vp-cosine", "vp-linear", "ddpm", "ddpm-linear", "flow", "ed
 
 
 @dataclass
-class SDACConfig(GenerativeConfig):
+class SDACConfig(CandidateConfig):
     """Soft Diffusion Actor-Critic (Ma et al. 2025): reverse-sampled denoising targets weighted by
     exp(Q / temperature)."""
 
@@ -78,7 +78,6 @@ class SDACConfig(GenerativeConfig):
     temperature: float = 0.05  #: lambda of the weights softmax(Q / lambda) (paper A.3 and flow-rl sdac.yaml temp: 0.05; paper A.3 uses 0.01 on DMC, set it there)
     num_reverse_samples: int = 500  #: clean candidates per state drawn from a0 | a_t under the uniform reference (paper A.3; flow-rl sdac.yaml num_reverse_samples)
     best_of_eval: int = 10  #: evaluation takes the best of this many samples by the online critics' min (flow-rl sdac.yaml num_samples)
-    critic_block: int = 512  #: speed only: the critic values the candidates in lax.map blocks of about this many actions (cache-sized blocks ran 4x faster than one call on all 128K on a 2-core CPU); 0 = one call
 
     def validate(self) -> None:
         """SDAC-specific checks (:func:`fluxrl.config.resolve` calls this)."""
@@ -89,9 +88,6 @@ class SDACConfig(GenerativeConfig):
         if self.num_reverse_samples < 2:
             raise FluxError(f"algo.num_reverse_samples must be at least 2 (the weights compare "
                             f"candidates), got {self.num_reverse_samples}")
-        if self.critic_block < 0:
-            raise FluxError(f"algo.critic_block must be zero (one call) or positive, got "
-                            f"{self.critic_block}")
         if self.model not in SUPPORTED_MODELS:
             raise FluxError(f"algo.model={self.model!r} is not supported by SDAC; choose one of: "
                             + ", ".join(SUPPORTED_MODELS))
