@@ -178,22 +178,24 @@ def test_paper_defaults():
 def test_idem_learns_pendulum(tmp_path):
     """Learning test: iDEM on Pendulum-v1 with reduced settings, otherwise the defaults: 2x64
     denoiser (Mish) and 2x64 critics, 5 diffusion steps (paper: 20), 16 Monte Carlo candidates
-    (flow-rl: 500), temperature 1.0 (flow-rl: 0.05), 6K frames with 1K random warmup, 2 seeds, 5
-    evaluation episodes at 2K, 4K and 6K frames (best of 10 samples, as flow-rl evaluates).
+    (flow-rl: 500), temperature 1.0 (flow-rl: 0.05), 8K frames with 1K random warmup, 2 seeds, 5
+    evaluation episodes at 2K, 4K, 6K and 8K frames (best of 10 samples, as flow-rl evaluates).
 
-    Calibration (this config, seeds 0-9): first evaluation -1516 to -1802, final -97 to -427
-    (mean about -190). A random policy scores about -1200 to -1500. With flow-rl's temperature
+    Calibration (this config as one 8-seed group, seeds 0-7): first evaluation -1499 to -1798,
+    at 6K frames -148 to -373, at 8K -99 to -196. The budget was 6K until the 2-seed group
+    ended at -197 / -610 there (seeds drift apart chaotically after a few hundred updates, so a
+    seed's return depends on its group); at 8K every calibrated seed has settled. A random policy scores about -1200 to -1500. With flow-rl's temperature
     0.05 (eps targets ~20x larger) Pendulum learns more slowly: seeds 0 / 1 (32 candidates) are at
     -1255 / -995 after 6K frames and -200 / -713 after 12K; temperature 0.5 or 1.0 with 32
     candidates gives -201 / -659 and -201 / -609 at 6K. So each seed must gain 800 and beat
-    -700, and the mean beat -400."""
+    -600, and the mean beat -400."""
     overrides = ["env=gym/Pendulum-v1", "algo=idem", "algo.actor.width=64", "algo.actor.depth=2",
                  "algo.critic.width=64", "algo.diffusion_steps=5", "algo.num_reverse_samples=16",
-                 "algo.temperature=1.0", "seeds=2", "steps=6000", "warmup=1000",
+                 "algo.temperature=1.0", "seeds=2", "steps=8000", "warmup=1000",
                  "eval_every=2000", "eval_episodes=5", "checkpoint_every=0", "progress=false",
                  "tensorboard=false", "plot=false", f"run_dir={tmp_path / 'i'}"]
     result = train(compose(overrides), overrides)
     first, final = result.eval_returns[0], result.eval_returns[-1]
-    assert len(result.eval_returns) == 3
-    assert (final > first + 800).all() and (final > -700).all() and final.mean() > -400, (
+    assert len(result.eval_returns) == 4
+    assert (final > first + 800).all() and (final > -600).all() and final.mean() > -400, (
         f"first {first}, final {final}")
