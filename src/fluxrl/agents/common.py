@@ -140,6 +140,20 @@ class GenerativeActorCritic:
         """The online critics' value reduced by ``critic_agg`` (what best-of-N picks by)."""
         return self.q(self.cfg.critic_agg)(state.critic, obs, a)
 
+    def noised_replay(self, actions: jax.Array, k_time: jax.Array,
+                      k_noise: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Replay actions noised along the model's path at random training times: ``(a_t, t)``."""
+        t = self.model.sample_time(k_time, actions.shape[:-1])
+        a_t, _ = self.model.q_sample(k_noise, actions, t)
+        return a_t, t
+
+    def actor_fit(self, state: GenerativeACState, loss_fn: Any):
+        """One Adam step of the actor on ``loss_fn(actor params) -> (loss, aux)``. Returns
+        ``(actor params, actor opt state, loss, aux)``."""
+        (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(state.actor)
+        pa, actor_opt = adam_step(state.actor, state.actor_opt, g, self.tx_actor)
+        return pa, actor_opt, loss, aux
+
     def critic_fit(self, state: GenerativeACState, batch: dict, next_q: jax.Array):
         """One critic step on ``r + gamma (1 - d) next_q``. Returns ``(critic params, critic opt
         state, metrics)``."""

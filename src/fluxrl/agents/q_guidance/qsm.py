@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from fluxrl.agents.base import Agent, AlgoInfo, register
-from fluxrl.agents.common import GenerativeACState, GenerativeActorCritic, adam_step, soft_update
+from fluxrl.agents.common import GenerativeACState, GenerativeActorCritic, soft_update
 from fluxrl.config import GenerativeConfig
 from fluxrl.envs import EnvSpec
 from fluxrl.errors import FluxError
@@ -113,12 +113,10 @@ def make_qsm(cfg: QSMConfig, spec: EnvSpec) -> Agent:
         pt = soft_update(state.target, pc, cfg.tau)
 
         # the actor matches the gradient of the freshly updated target critic at noised replay actions
-        t = ac.model.sample_time(k_time, batch["action"].shape[:-1])
-        a_t, _ = ac.model.q_sample(k_noise, batch["action"], t)
-        (a_loss, aux), g = jax.value_and_grad(qsm_actor_loss, has_aux=True)(
-            state.actor, pt, ac.predict, ac.q(cfg.grad_agg), ac.model, batch["obs"], a_t, t,
-            cfg.temperature, cfg.normalize_grad)
-        pa, actor_opt = adam_step(state.actor, state.actor_opt, g, ac.tx_actor)
+        a_t, t = ac.noised_replay(batch["action"], k_time, k_noise)
+        pa, actor_opt, a_loss, aux = ac.actor_fit(state, lambda p: qsm_actor_loss(
+            p, pt, ac.predict, ac.q(cfg.grad_agg), ac.model, batch["obs"], a_t, t,
+            cfg.temperature, cfg.normalize_grad))
 
         new = GenerativeACState(pa, pc, pt, actor_opt, critic_opt)
         return new, {**c_metrics, "actor_loss": a_loss, **aux}

@@ -177,9 +177,8 @@ def make_dpmd(cfg: DPMDConfig, spec: EnvSpec) -> Agent:
         weights, kl = jax.lax.stop_gradient(
             dpmd_weights(q_parts, temp, cfg.reweight, cfg.negative_bound))
 
-        a_loss, g = jax.value_and_grad(lambda p: ac.model.loss(
-            ac.actor, p, parts, obs[:, None, :], k_loss, weights, cfg.loss_clip))(state.actor)
-        pa, actor_opt = adam_step(state.actor, state.actor_opt, g, ac.tx_actor)
+        pa, actor_opt, a_loss, _ = ac.actor_fit(state, lambda p: (ac.model.loss(
+            ac.actor, p, parts, obs[:, None, :], k_loss, weights, cfg.loss_clip), None))
 
         log_temp, temp_opt = state.log_temp, state.temp_opt
         if cfg.target_kl is not None:

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from fluxrl.agents.base import Agent, AlgoInfo, register
-from fluxrl.agents.common import GenerativeACState, GenerativeActorCritic, adam_step, soft_update
+from fluxrl.agents.common import GenerativeACState, GenerativeActorCritic, soft_update
 from fluxrl.config import GenerativeConfig, NetConfig
 from fluxrl.envs import EnvSpec
 from fluxrl.errors import FluxError
@@ -155,9 +155,8 @@ def make_qvpo(cfg: QVPOConfig, spec: EnvSpec) -> Agent:
         if m_unif:
             unif = 2.0 * uniform(k_unif, (obs.shape[0], m_unif, spec.act_dim)) - 1.0
         x0, weights, adv = qvpo_targets(samples, q_samples, unif, cfg.entropy_coef)
-        a_loss, g = jax.value_and_grad(lambda p: ac.model.loss(
-            ac.actor, p, x0, obs[:, None, :], k_loss, weights))(state.actor)
-        pa, actor_opt = adam_step(state.actor, state.actor_opt, g, ac.tx_actor)
+        pa, actor_opt, a_loss, _ = ac.actor_fit(state, lambda p: (ac.model.loss(
+            ac.actor, p, x0, obs[:, None, :], k_loss, weights), None))
 
         new = QVPOState(pa, pc, soft_update(state.target, pc, cfg.tau), actor_opt, critic_opt,
                         actor_target=soft_update(state.actor_target, pa, cfg.tau))

@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 
 from fluxrl.agents.base import Agent, AlgoInfo, register
-from fluxrl.agents.common import GenerativeACState, GenerativeActorCritic, adam_step, soft_update
+from fluxrl.agents.common import GenerativeACState, GenerativeActorCritic, soft_update
 from fluxrl.config import CandidateConfig
 from fluxrl.envs import EnvSpec
 from fluxrl.errors import FluxError
@@ -134,12 +134,10 @@ def make_sdac(cfg: SDACConfig, spec: EnvSpec) -> Agent:
         pc, critic_opt, c_metrics = ac.critic_update(state, batch, k_next)
 
         # the actor: noised replay actions, candidates valued by the pre-update online critics
-        t = ac.model.sample_time(k_time, batch["action"].shape[:-1])
-        a_t, _ = ac.model.q_sample(k_noise, batch["action"], t)
-        (a_loss, aux), g = jax.value_and_grad(sdac_actor_loss, has_aux=True)(
-            state.actor, state.critic, ac.model, ac.actor, q_value, batch["obs"], a_t, t, k_rev,
-            cfg.num_reverse_samples, cfg.temperature, cfg.critic_block)
-        pa, actor_opt = adam_step(state.actor, state.actor_opt, g, ac.tx_actor)
+        a_t, t = ac.noised_replay(batch["action"], k_time, k_noise)
+        pa, actor_opt, a_loss, aux = ac.actor_fit(state, lambda p: sdac_actor_loss(
+            p, state.critic, ac.model, ac.actor, q_value, batch["obs"], a_t, t, k_rev,
+            cfg.num_reverse_samples, cfg.temperature, cfg.critic_block))
 
         new = GenerativeACState(pa, pc, soft_update(state.target, pc, cfg.tau), actor_opt,
                                 critic_opt)
