@@ -2,7 +2,12 @@
 
 ``baselines`` (issue 2): SAC and TD3 on Gym-Locomotion at paper settings, 100K frames.
 ``generative`` (issue 3): every off-policy algorithm and SAC on two Gym tasks and one DMC task with
-the reduced settings of :data:`REDUCED` (stated in docs/results.md), 10K frames.
+the reduced settings of :data:`REDUCED` (stated in docs/results.md), 10K frames; the per-task
+values the paper states (QVPO's behaviour samples on Hopper, SDAC's DMC temperature) come from
+:mod:`fluxrl.task_defaults`.
+``reference`` (issue 8): QSM, DACER and SDAC on Hopper-v5 for 30K frames with the settings of
+:data:`REFERENCE_CHECK`, the fluxrl side of the side-by-side check against flow-rl
+(``compare`` overlays the two; benchmarks/results/reference/README.md has flow-rl's side).
 
     python benchmarks/learning.py run --suite generative --jobs 2   # trains into benchmarks/runs/
     python benchmarks/learning.py report --suite generative         # table + curves
@@ -47,16 +52,25 @@ REDUCED_ALGO = {
     # 32 particles at KL 1.8 keep the paper's ~5 effective particles (64 / e^2.5 ~ 32 / e^1.8)
     "dpmd": ["algo.diffusion_steps=5", "algo.num_particles=32", "algo.target_kl=1.8"],  # 20, 64, 2.5
 }
-#: Per-task settings the paper states (A.3): QVPO's behaviour samples on Hopper, SDAC's DMC temperature.
-PER_TASK = {("qvpo", "gym/Hopper-v5"): ["algo.best_of_act=1"],
-            ("sdac", "dmc/cartpole-balance"): ["algo.temperature=0.01"]}
+#: The side-by-side check against flow-rl (issue 8): the same reduced settings on both sides,
+#: stated in benchmarks/results/reference/README.md; flow-rl's side is run outside this repo.
+REFERENCE_CHECK = ["algo.actor.width=64", "algo.actor.depth=2", "algo.critic.width=64",
+                   "algo.critic.depth=2", "batch_size=256", "warmup=1000", "eval_every=3000",
+                   "eval_episodes=10"]
+REFERENCE_ALGO = {
+    "qsm": ["algo.diffusion_steps=5"],  # 20
+    "dacer": ["algo.diffusion_steps=5", "algo.entropy_samples=64", "algo.alpha_every=1000"],
+    "sdac": ["algo.diffusion_steps=5", "algo.num_reverse_samples=32"],  # 20, 500
+}
 SUITES = {
     "baselines": {"algos": ["sac", "td3"], "envs": ["gym/Hopper-v5", "gym/HalfCheetah-v5"],
                   "steps": 100_000, "common": [], "per_algo": {}, "prefix": ""},
     "generative": {"algos": list(REDUCED_ALGO),
                    "envs": ["gym/InvertedPendulum-v5", "gym/Hopper-v5", "dmc/cartpole-balance"],
                    "steps": 10_000, "common": REDUCED, "per_algo": REDUCED_ALGO,
-                   "per_task": PER_TASK, "prefix": "gen-"},
+                   "prefix": "gen-"},
+    "reference": {"algos": list(REFERENCE_ALGO), "envs": ["gym/Hopper-v5"], "steps": 30_000,
+                  "common": REFERENCE_CHECK, "per_algo": REFERENCE_ALGO, "prefix": "ref-"},
 }
 
 
@@ -76,7 +90,7 @@ def run(args: argparse.Namespace) -> None:
             run_dir = RUNS / name(algo, env, suite["prefix"])
             ov = [f"algo={algo}", f"env={env}", "seeds=3", f"steps={steps}", f"run_dir={run_dir}",
                   "progress=false", "checkpoint_every=25000", *suite["common"],
-                  *suite["per_algo"].get(algo, []), *suite.get("per_task", {}).get((algo, env), [])]
+                  *suite["per_algo"].get(algo, [])]
             if (run_dir / "config.yaml").exists():
                 ov = [f"resume={run_dir}", f"steps={steps}", "progress=false"]
             queue.append((run_dir, ov))
@@ -139,6 +153,76 @@ def report(args: argparse.Namespace) -> None:
     (RECORD / f"table{'-' + args.suite if suite['prefix'] else ''}.md").write_text(table + "\n")
 
 
+REFERENCE = ROOT / "benchmarks" / "results" / "reference"
+
+
+def _curves(run: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(steps [T], returns [seeds, T])`` of a run's per-seed ``eval.jsonl`` files, cut to the
+    evaluation steps every seed has."""
+    evals = [{r["step"]: r["return_mean"] for r in _rows(p)}
+             for p in sorted(run.glob("seed_*/eval.jsonl"))]
+    if not evals:
+        raise SystemExit(f"no seed_*/eval.jsonl under {run}")
+    steps = sorted(set.intersection(*(set(e) for e in evals)))
+    return np.array(steps), np.array([[e[t] for t in steps] for e in evals])
+
+
+def compare(args: argparse.Namespace) -> None:
+    """fluxrl's ``reference`` suite against flow-rl's runs of the same settings: per agent the
+    final return and the mean over the curve (evaluations both sides have) per seed, whether
+    fluxrl's seed mean lies within the range of flow-rl's seeds, and one overlaid plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    env = "Hopper-v5"
+    algos = list(REFERENCE_ALGO)
+    lines = ["| agent | flow-rl final (mean +- std) | fluxrl final (mean +- std) | final within "
+             "flow-rl's seed range | flow-rl mean over curve | fluxrl mean over curve | curve "
+             "mean within range | flow-rl seeds (final) | fluxrl seeds (final) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    fig, axes = plt.subplots(1, len(algos), figsize=(5 * len(algos), 3.6), squeeze=False)
+    for ax, algo in zip(axes[0], algos, strict=True):
+        ref_steps, ref = _curves(REFERENCE / f"flowrl-{algo}-{env}")
+        our_steps, ours = _curves(RECORD / f"ref-{algo}-{env}")
+        common = np.intersect1d(ref_steps, our_steps)
+        ref_c = ref[:, np.isin(ref_steps, common)]
+        our_c = ours[:, np.isin(our_steps, common)]
+        cells = []
+        for f in (lambda r: r[:, -1], lambda r: r.mean(1)):
+            r, o = f(ref_c), f(our_c)
+            inside = "yes" if r.min() <= o.mean() <= r.max() else "no"
+            cells.append((f"{r.mean():.0f} +- {r.std():.0f}", f"{o.mean():.0f} +- {o.std():.0f}",
+                          inside))
+        (rf, of, fin), (rc, oc, cin) = cells
+        lines.append(f"| {algo} | {rf} | {of} | {fin} | {rc} | {oc} | {cin} | "
+                     f"{', '.join(f'{x:.0f}' for x in ref_c[:, -1])} | "
+                     f"{', '.join(f'{x:.0f}' for x in our_c[:, -1])} |")
+        for data, steps, colour, label in ((ref, ref_steps, "tab:orange", "flow-rl"),
+                                           (ours, our_steps, "tab:blue", "fluxrl")):
+            for row in data:
+                ax.plot(steps, row, color=colour, alpha=0.35, lw=0.8)
+            ax.plot(steps, data.mean(0), color=colour, lw=2, label=f"{label} (mean of "
+                    f"{len(data)} seeds)")
+        ax.set_title(f"{algo} on {env}")
+        ax.set_xlabel("frames")
+        ax.set_ylabel("evaluation return")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    img = ROOT / "docs" / "img" / f"reference-{env}.png"
+    fig.savefig(img, dpi=80)
+    table = "\n".join(lines)
+    print(table)
+    (REFERENCE / "comparison.md").write_text(
+        "Made by `python benchmarks/learning.py compare` from "
+        f"`benchmarks/results/learning/ref-*-{env}` (fluxrl) and "
+        f"`benchmarks/results/reference/flowrl-*-{env}` (flow-rl). \"Within range\": fluxrl's "
+        "mean over its seeds lies between the lowest and the highest of flow-rl's seeds. Curve "
+        "means are over the evaluations both sides have.\n\n" + table + "\n")
+    print(f"wrote {img} and {REFERENCE / 'comparison.md'}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -152,6 +236,8 @@ def main() -> None:
     rep = sub.add_parser("report")
     rep.add_argument("--suite", choices=list(SUITES), default="baselines")
     rep.set_defaults(func=report)
+    cmp = sub.add_parser("compare", help="fluxrl's reference suite against flow-rl's runs")
+    cmp.set_defaults(func=compare)
     args = p.parse_args()
     args.func(args)
 

@@ -202,3 +202,103 @@ def test_plus_prefixed_unknown_nested_key_is_rejected():
 
 def test_negative_seed_is_rejected():
     error_of("seed=-1")
+
+
+# --- per-suite and per-task algorithm defaults (fluxrl.task_defaults) ------------------------------
+
+from fluxrl.task_defaults import TASK_DEFAULTS, TaskDefault  # noqa: E402
+
+#: A task of each suite that no task row names, for the suite rows.
+SUITE_TASK = {"gym": "gym/Walker2d-v5", "dmc": "dmc/cheetah-run"}
+
+
+def _env_of(row: TaskDefault) -> str:
+    return row.where if "/" in row.where else SUITE_TASK[row.where]
+
+
+def _get(cfg, key: str):
+    obj = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _other(value):
+    """A valid value different from ``value`` for the same key."""
+    if isinstance(value, str):
+        return "elu" if value != "elu" else "relu"
+    if isinstance(value, int):
+        return value + 2
+    return round(value * 3, 6)
+
+
+@pytest.mark.parametrize("row", TASK_DEFAULTS, ids=lambda r: f"{r.algo}-{r.where}")
+def test_each_task_default_resolves_as_stated_and_lands_in_config_yaml(row):
+    from fluxrl.config import to_dict
+
+    cfg = resolve(compose([f"algo={row.algo}", f"env={_env_of(row)}"]))
+    saved = to_dict(cfg)
+    for key, value in row.values.items():
+        assert _get(cfg, key) == value, (key, _get(cfg, key))
+        node = saved
+        for part in key.split("."):
+            node = node[part]
+        assert node == value  # what run_dir/config.yaml holds
+
+
+@pytest.mark.parametrize("row", TASK_DEFAULTS, ids=lambda r: f"{r.algo}-{r.where}")
+def test_an_explicit_user_value_wins_over_each_task_default(row):
+    for key, value in row.values.items():
+        mine = _other(value)
+        cfg = resolve(compose([f"algo={row.algo}", f"env={_env_of(row)}", f"{key}={mine}"]))
+        assert _get(cfg, key) == mine, key
+        for other, v in row.values.items():  # the row's other keys still apply
+            if other != key:
+                assert _get(cfg, other) == v
+
+
+@pytest.mark.parametrize("row", TASK_DEFAULTS, ids=lambda r: f"{r.algo}-{r.where}")
+def test_task_defaults_leave_other_tasks_and_algorithms_alone(row):
+    """Off the row's task the class default holds; another algorithm on the row's task is
+    unaffected."""
+    from fluxrl.config import algo_configs
+
+    elsewhere = "dmc/cheetah-run" if row.where.startswith("gym") else "gym/Walker2d-v5"
+    cfg = resolve(compose([f"algo={row.algo}", f"env={elsewhere}"]))
+    plain = resolve(compose([f"algo={row.algo}", f"env={elsewhere}", "seed=0"]))
+    cls = algo_configs()[row.algo]
+    for key, value in row.values.items():
+        if key.count(".") == 1:
+            assert _get(cfg, key) == getattr(cls(), key.split(".")[1]) != value or \
+                _get(cfg, key) == _get(plain, key)
+    sac = resolve(compose(["algo=sac", f"env={_env_of(row)}"]))
+    assert sac.algo.best_of_act == 1 and sac.algo.critic.act == (
+        "elu" if _env_of(row).startswith("dmc") else "relu")
+
+
+def test_task_default_table_names_real_algorithms_keys_and_tasks():
+    from fluxrl.config import _check_key, algo_configs
+    from fluxrl.envs import check_env_name
+
+    for row in TASK_DEFAULTS:
+        assert row.algo in algo_configs(), row
+        assert row.source.strip(), row
+        if "/" in row.where:
+            check_env_name(row.where)
+        else:
+            assert row.where in SUITE_TASK, row
+        for key in row.values:
+            _check_key(key, row.algo)  # FluxError for an unknown key
+
+
+def test_no_agent_reads_the_task_name():
+    """Task-dependent values live in the table: no agent file looks at EnvSpec.name or .suite."""
+    import re
+    from pathlib import Path
+
+    import fluxrl.agents
+
+    root = Path(fluxrl.agents.__file__).parent
+    for f in root.rglob("*.py"):
+        text = f.read_text()
+        assert not re.search(r"spec\.(name|suite)\b", text), f

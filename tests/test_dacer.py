@@ -217,11 +217,13 @@ def test_paper_defaults():
     assert (cfg.critic.width, cfg.critic.depth, cfg.critic.act) == (256, 2, "relu")
     assert cfg.lr_actor == cfg.lr_critic == 1e-4 and cfg.lr_alpha == 0.03
     assert (cfg.policy_delay, cfg.alpha_every, cfg.entropy_samples, cfg.gmm_components) == (2, 10_000, 200, 3)
-    assert (cfg.noise_scaler, cfg.init_alpha, cfg.reward_scale, cfg.target_entropy) == (0.1, 3.0, None, None)
+    assert (cfg.noise_scaler, cfg.init_alpha, cfg.reward_scale, cfg.target_entropy) == (0.1, 3.0, 0.2, None)
+    assert cfg.ddpm_variance == "beta"  # flow-rl ContinuousDDPM adds sqrt(beta_i)
     assert (cfg.model, cfg.diffusion_steps, cfg.time_dim, cfg.best_of_eval) == ("vp-cosine", 20, 64, 1)
     assert (cfg.num_critics, cfg.tau, cfg.discount, cfg.critic_agg) == (2, 0.005, 0.99, "min")
     dmc = resolve(compose(["algo=dacer", "env=dmc/cheetah-run"])).algo
     assert (dmc.actor.width, dmc.critic.width, dmc.critic.depth, dmc.critic.act) == (512, 512, 3, "elu")
+    assert dmc.reward_scale == 1.0 and dmc.noise_scaler == 0.1  # fluxrl.task_defaults
 
 
 # --- learning -----------------------------------------------------------------------------------

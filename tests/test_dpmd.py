@@ -18,7 +18,6 @@ from fluxrl.agents.base import make_agent
 from fluxrl.agents.common import critic_step, generative_actor
 from fluxrl.agents.weighted_matching.dpmd import (
     DPMDConfig,
-    default_particle_noise,
     dpmd_weights,
     temperature_loss,
 )
@@ -259,9 +258,8 @@ def test_paper_defaults():
     assert (cfg.num_particles, cfg.target_kl, cfg.refresh_every, cfg.reweight) == (64, 2.5, 1000, "linear")
     assert (cfg.best_of_eval, cfg.diffusion_steps, cfg.time_dim, cfg.model) == (10, 20, 64, "vp-cosine")
     assert (cfg.init_temp, cfg.negative_bound, cfg.loss_clip, cfg.particle_agg) == (1.0, 0.0, 3.0, "mean")
-    assert cfg.particle_noise is None and cfg.critic_agg == "min" and cfg.num_critics == 2
-    assert default_particle_noise("gym/Ant-v5") == 0.1
-    assert default_particle_noise("gym/HalfCheetah-v5") == default_particle_noise("dmc/cheetah-run") == 0.2
+    assert cfg.particle_noise == 0.2 and cfg.critic_agg == "min" and cfg.num_critics == 2
+    assert resolve(compose(["algo=dpmd", "env=gym/Ant-v5"])).algo.particle_noise == 0.1
     dmc = resolve(compose(["algo=dpmd", "env=dmc/cheetah-run"])).algo
     assert (dmc.actor.width, dmc.critic.width, dmc.critic.depth, dmc.critic.act) == (512, 512, 3, "elu")
     # a dataclass replace keeps validation reachable from make

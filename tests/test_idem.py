@@ -38,9 +38,23 @@ def quadratic_q(a: jax.Array) -> jax.Array:
 # --- the actor loss -----------------------------------------------------------------------------
 
 
-def test_actor_loss_matches_hand_computation_and_leaves_critic_alone():
-    """A linear 'network' w * a_t predicts the noise; the target is -(sigma / alpha) sum_k w_k (c -
-    a_k) / lambda over the same candidates (flow-rl idem.py). Gradients reach the actor only."""
+def _hand_target(a0: np.ndarray, t: jax.Array, model, lam: float, normalize: bool):
+    """flow-rl idem.py in float64 numpy for Q(a) = -|a - c|^2 / 2 on the given candidates: values
+    and gradients divided by s = mean|grad| + 1e-6 (one scalar), then -(sigma / alpha) sum_k
+    softmax(q / (lam s))_k g_k / (lam s)."""
+    q = -0.5 * np.sum((a0 - C) ** 2, -1)
+    g = C - a0
+    s = np.abs(g).mean() + 1e-6 if normalize else 1.0
+    w = np_softmax(q / (lam * s))
+    alpha, sigma = (np.asarray(v, np.float64)[:, None] for v in model.alpha_sigma(t))
+    return -(sigma / alpha) * np.einsum("bk,bka->ba", w, g) / (lam * s), w
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_actor_loss_matches_hand_computation_and_leaves_critic_alone(normalize):
+    """A linear 'network' w * a_t predicts the noise; the target is flow-rl's normalised estimate
+    (or, with normalize=False, the unnormalised DEM one) over the same candidates. Gradients
+    reach the actor only."""
     model = make_model("vp-cosine")
     rng = np.random.default_rng(2)
     a_t = jnp.asarray(rng.uniform(-1.5, 1.5, (16, 2)), jnp.float32)
@@ -56,14 +70,11 @@ def test_actor_loss_matches_hand_computation_and_leaves_critic_alone():
     def predict(p, x, tt, o):
         return p["w"] * x
 
-    args = (predict, q_value, model, obs, a_t, t, key, k, lam)
+    args = (predict, q_value, model, obs, a_t, t, key, k, lam, 0, normalize)
     loss, aux = idem_actor_loss(actor, critic, *args)
 
     _, info = energy_score(model, key, a_t, t, lambda a: quadratic_q(a), k, lam)
-    a0 = np.asarray(info["candidates"], np.float64)
-    w = np_softmax(-0.5 * np.sum((a0 - C) ** 2, -1) / lam)
-    alpha, sigma = (np.asarray(v, np.float64)[:, None] for v in model.alpha_sigma(t))
-    target = -(sigma / alpha) * np.einsum("bk,bka->ba", w, C - a0) / lam
+    target, w = _hand_target(np.asarray(info["candidates"], np.float64), t, model, lam, normalize)
     resid = 0.7 * np.asarray(a_t, np.float64) - target
     np.testing.assert_allclose(float(loss), np.mean(resid**2), rtol=1e-4)
     np.testing.assert_allclose(float(aux["target_abs"]), np.abs(target).mean(), rtol=1e-4)
@@ -74,6 +85,37 @@ def test_actor_loss_matches_hand_computation_and_leaves_critic_alone():
     g_actor = jax.grad(lambda p: idem_actor_loss(p, critic, *args)[0])(actor)
     np.testing.assert_allclose(float(g_actor["w"]), np.mean(2 * resid * np.asarray(a_t)),
                                rtol=1e-4)
+
+
+@pytest.mark.parametrize("factor", [0.01, 10.0, 1000.0])
+def test_normalised_target_and_weights_do_not_depend_on_the_scale_of_q(factor):
+    """Q multiplied by a constant (a reward scale, a longer horizon) leaves the normalised
+    target and its weights unchanged: values and gradients are both divided by mean |grad Q|,
+    which carries the same factor (flow-rl's temperature 0.05 holds at any reward scale). The
+    unnormalised estimate changes: its weights sharpen and its target grows with the factor."""
+    model = make_model("vp-cosine")
+    rng = np.random.default_rng(4)
+    a_t = jnp.asarray(rng.uniform(-1.0, 1.0, (32, 2)), jnp.float32)
+    t = jnp.asarray(rng.uniform(0.05, 0.9, 32), jnp.float32)
+    obs = jnp.zeros((32, 3))
+    key = jax.random.PRNGKey(8)
+
+    def run(scale: float, normalize: bool):
+        def q_value(p, o, a):
+            return scale * jnp.sum(jnp.sin(3.0 * a) * p["c"], -1) + 0.0 * o.sum(-1)
+
+        _, aux = idem_actor_loss({"w": jnp.array(0.0)}, {"c": jnp.asarray(C, jnp.float32)},
+                                 lambda p, x, tt, o: p["w"] * x, q_value, model, obs, a_t, t,
+                                 key, 64, 0.05, 0, normalize)
+        return aux
+
+    base, scaled = run(1.0, True), run(factor, True)
+    for name in ("target_abs", "weights_max", "weights_ess"):
+        np.testing.assert_allclose(float(scaled[name]), float(base[name]), rtol=2e-3)
+    np.testing.assert_allclose(float(scaled["grad_scale"]), factor * float(base["grad_scale"]),
+                               rtol=1e-3)  # up to the 1e-6 in s
+    raw, raw_scaled = run(1.0, False), run(factor, False)
+    assert not np.isclose(float(raw_scaled["target_abs"]), float(raw["target_abs"]), rtol=0.1)
 
 
 # --- the critic target --------------------------------------------------------------------------
@@ -169,6 +211,7 @@ def test_paper_defaults():
     assert (cfg.diffusion_steps, cfg.time_dim, cfg.model) == (20, 64, "vp-cosine")
     assert cfg.lr_actor == cfg.lr_critic == 3e-4 and cfg.tau == 0.005 and cfg.num_critics == 2
     assert cfg.energy_agg == cfg.critic_agg == "min" and cfg.explore_noise == 0.1
+    assert cfg.normalize  # flow-rl idem.py divides Q and grad Q by mean |grad Q|
 
 
 # --- learning -----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any  # noqa: UP035 - OmegaConf needs typing.Optional
 
 from fluxrl.errors import FluxError, close_matches
+from fluxrl.task_defaults import task_defaults
 
 
 @dataclass
@@ -64,6 +65,7 @@ class GenerativeConfig(AlgoConfig):
     actor: NetConfig = field(default_factory=diffusion_actor)  #: denoiser MLP, depth counting its fused input layer (paper A.3: 3x256 Mish, DMC 512)
     model: str = "vp-cosine"  #: generative model (fluxrl.generative.MODELS; flow-rl ContinuousDDPM, cosine schedule)
     diffusion_steps: int = 20  #: denoising steps when sampling (paper A.3; flow-rl diffusion.steps)
+    ddpm_variance: str = "beta"  #: noise each ancestral step of a VP model (vp-*, ddpm*) adds: beta (sqrt(beta_i), flow-rl ContinuousDDPM solver ddpm) or posterior (beta-tilde, Ho et al. 2020's other choice, DDIM eta 1); flow and edm have no such step and ignore it (fluxrl.generative.diffusion)
     time_dim: int = 64  #: Fourier time-embedding size (paper A.3; flow-rl diffusion.time_dim)
     fourier_scale: float = 0.2  #: init std of the learned Fourier frequencies (flow-rl LearnableFourierEmbedding)
     obs_encoder_width: int = 128  #: width of the Mish MLP that encodes the state for the denoiser (flow-rl cond_embedding MLP(128, 128))
@@ -71,8 +73,6 @@ class GenerativeConfig(AlgoConfig):
 
     def validate(self) -> None:
         """Shared checks plus the generative model's: a known model, positive sizes."""
-        from fluxrl.generative import make_model
-
         super().validate()
         if not (math.isfinite(self.fourier_scale) and self.fourier_scale > 0):
             raise FluxError(f"algo.fourier_scale must be a positive number, got {self.fourier_scale}")
@@ -84,7 +84,19 @@ class GenerativeConfig(AlgoConfig):
         if self.obs_encoder_depth < 0:
             raise FluxError(f"algo.obs_encoder_depth must be zero or positive, got "
                             f"{self.obs_encoder_depth}")
-        make_model(self.model, steps=self.diffusion_steps)  # FluxError if unknown or bad
+        config_model(self)  # FluxError if the model is unknown or an option is bad
+
+
+def config_model(cfg: GenerativeConfig) -> Any:
+    """The generative model a config describes: ``cfg.model`` with ``cfg.diffusion_steps`` and,
+    for the VP models, ``cfg.ddpm_variance`` (a :class:`FluxError` for a bad name or value)."""
+    from fluxrl.generative import MODELS, make_model, model_class
+
+    options: dict[str, Any] = {"steps": cfg.diffusion_steps}
+    if cfg.model in MODELS and any(f.name == "ddpm_variance"
+                                   for f in dataclasses.fields(model_class(cfg.model))):
+        options["ddpm_variance"] = cfg.ddpm_variance
+    return make_model(cfg.model, **options)
 
 
 @dataclass
@@ -183,7 +195,10 @@ def _check_key(key: str, algo_name: str) -> None:
 
 
 def compose(overrides: list[str]) -> Config:
-    """Compose a :class:`Config` from Hydra overrides, or raise :class:`FluxError` in one line."""
+    """Compose a :class:`Config` from Hydra overrides, or raise :class:`FluxError` in one line.
+
+    The algorithm's per-suite and per-task defaults (:data:`fluxrl.task_defaults.TASK_DEFAULTS`)
+    for the chosen ``env`` are applied here, to every key the overrides leave unset."""
     from hydra import compose as hydra_compose
     from hydra import initialize
     from hydra.core.global_hydra import GlobalHydra
@@ -208,6 +223,9 @@ def compose(overrides: list[str]) -> Config:
     try:
         with initialize(version_base=None, config_path=None):
             cfg = hydra_compose(config_name="fluxrl", overrides=list(overrides))
+        explicit = {ov.split("=", 1)[0] for ov in overrides}
+        for key, value in task_defaults(algo_name, cfg.env, explicit).items():
+            OmegaConf.update(cfg, key, value, merge=False)
     except Exception as exc:  # hydra and omegaconf raise many types; all are user errors here
         text = _one_line(exc.__cause__ or exc)
         if "not in struct" in text or "Could not override" in text or "Key '" in text:

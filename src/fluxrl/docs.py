@@ -43,6 +43,17 @@ def configuration_markdown() -> str:
         n = d["net"]
         parts.append(f"| {suite} | {d['batch_size']} | {d['warmup']} | {d['action_repeat']} | "
                      f"{n['depth']} x {n['width']}, {n['act']} |")
+    from fluxrl.task_defaults import TASK_DEFAULTS
+
+    parts += ["", "## Per-suite and per-task algorithm defaults (`fluxrl.task_defaults`)", "",
+              "Applied when the config is composed, after the suite defaults above and before "
+              "validation, so they appear in the run's `config.yaml`. A value set on the command "
+              "line always wins. Rows are applied in this order (a task's rows after its "
+              "suite's).", "",
+              "| algo | suite or task | values | source |", "|---|---|---|---|"]
+    for row in TASK_DEFAULTS:
+        vals = ", ".join(f"`{k}={v}`" for k, v in row.values.items())
+        parts.append(f"| {row.algo} | `{row.where}` | {vals} | {row.source} |")
     sections = [("Run (`Config`)", C.Config), ("Networks (`algo.actor`, `algo.critic`)", C.NetConfig)]
     sections += [(f"`algo={name}` (`{cls.__name__}`)", cls) for name, cls in C.algo_configs().items()]
     for title, cls in sections:

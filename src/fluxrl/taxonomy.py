@@ -3,7 +3,7 @@ implements. ``fluxrl algos`` prints it; ``docs/taxonomy.md`` is generated from i
 
 from __future__ import annotations
 
-from fluxrl.agents.base import REGISTRY, get_algo
+from fluxrl.agents.base import FOLLOWS, REGISTRY, get_algo
 
 #: Rows of Table 1: guidance mechanism -> one-line description.
 GUIDANCE = {
@@ -41,7 +41,8 @@ def grid_markdown() -> str:
             names = CELLS.get((fam, ref), [])
             extra = [n for n, a in REGISTRY.items()
                      if a.family == fam and a.reference == ref and n not in names]
-            shown = [f"**{n}** (yes)" if n in REGISTRY else n for n in names + extra]
+            shown = [(f"**{n}** (yes{', FlowRL protocol' if REGISTRY[n].follows == 'flowrl' else ''})"
+                      if n in REGISTRY else n) for n in names + extra]
             cells.append(", ".join(shown) or "-")
         lines.append(f"| {desc} | " + " | ".join(cells) + " |")
     base = [f"{n} ({a.reference}, {a.setting})" for n, a in REGISTRY.items()
@@ -77,16 +78,16 @@ def supported_models(name: str) -> list[str]:
 def algorithms_markdown() -> str:
     """One row per registered algorithm: its cell, setting, generative models and paper."""
     get_algo("sac")
-    lines = ["| algo | guidance | reference | setting | `algo.model` choices (default first) | paper |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| algo | guidance | reference | setting | defaults follow | `algo.model` choices "
+             "(default first) | paper |", "|---|---|---|---|---|---|---|"]
     for name, a in REGISTRY.items():
         models = supported_models(name)
         if models:
             default = a.config().model
             models = [default] + [m for m in models if m != default]
         shown = ", ".join(models) if models else "none (not a generative policy)"
-        lines.append(f"| `{name}` | {a.family} | {a.reference} | {a.setting} | {shown} | "
-                     f"{a.paper} |")
+        lines.append(f"| `{name}` | {a.family} | {a.reference} | {a.setting} | "
+                     f"{FOLLOWS[a.follows]} | {shown} | {a.paper} |")
     return "\n".join(lines)
 
 
@@ -97,7 +98,10 @@ def taxonomy_markdown() -> str:
             "`tests/test_docs.py` keeps it in sync. Objective: maximise E_pi[Q(s,a)] - lambda "
             "KL(pi || nu); each algorithm is a guidance mechanism (row) and a reference policy "
             "nu (column), after FlowRL (arXiv 2603.27450) Table 1. Bold names marked (yes) are "
-            "implemented; the others are not yet.\n\n" + grid_markdown()
+            "implemented; the others are not yet. \"FlowRL protocol\" marks an algorithm whose "
+            "defaults and update follow the FlowRL reference code (typoverflow/flow-rl at b1385e0 "
+            "and bae22f4) where it departs from the original authors' code; each agent's "
+            "docstring lists those departures. The others follow the original authors.\n\n" + grid_markdown()
             + "\n\n## Implemented algorithms\n\nThe generative-model column is found by running "
             "each algorithm's config validation on every model in `fluxrl.generative.MODELS`.\n\n"
             + algorithms_markdown() + "\n")

@@ -21,6 +21,8 @@ FAMILIES = ("best_of_n", "q_guidance", "weighted_matching", "reparam", "policy_g
 #: Reference policies (columns of paper Table 1): Unif(A), pi_{k-1}, pi_D; ``none`` for TD3.
 REFERENCES = ("uniform", "previous", "dataset", "none")
 SETTINGS = ("off_policy", "on_policy", "offline")
+#: Whose code an algorithm's defaults follow (``AlgoInfo.follows``).
+FOLLOWS = {"flowrl": "FlowRL protocol", "authors": "original authors"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class AlgoInfo:
     make: Callable[..., Agent]  #: ``make(algo_cfg, env_spec) -> Agent``
     paper: str  #: citation of the method
     config: type  #: the algorithm's config dataclass (a subclass of ``fluxrl.config.AlgoConfig``)
+    follows: str = ""  #: whose implementation the defaults and update follow: ``flowrl`` (the FlowRL protocol: typoverflow/flow-rl at b1385e0 / bae22f4, which departs from the authors' code as the agent's docstring lists) or ``authors`` (the original authors' code)
 
 
 REGISTRY: dict[str, AlgoInfo] = {}
@@ -62,6 +65,7 @@ REGISTRY: dict[str, AlgoInfo] = {}
 def register(info: AlgoInfo) -> AlgoInfo:
     """Add an algorithm to the registry (checks its cell names)."""
     assert info.family in FAMILIES and info.reference in REFERENCES and info.setting in SETTINGS
+    assert info.follows in FOLLOWS, f"{info.name}: follows must be one of {list(FOLLOWS)}"
     REGISTRY[info.name] = info
     return info
 

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from fluxrl.config import GenerativeConfig
-from fluxrl.generative import GenerativeModel, make_model
+from fluxrl.config import GenerativeConfig, config_model
+from fluxrl.generative import GenerativeModel
 from fluxrl.nets.backbones import make_backbone
 from fluxrl.nets.denoiser import Denoiser, make_denoiser
 
@@ -51,7 +51,7 @@ def critic_step(critic: Any, params: Any, opt_state: Any, tx: optax.GradientTran
 def generative_actor(cfg: GenerativeConfig, act_dim: int) -> tuple[GenerativeModel, Denoiser]:
     """The configured generative model and its denoiser network (with the optional Mish state
     encoder), as every diffusion / flow agent builds them."""
-    model = make_model(cfg.model, steps=cfg.diffusion_steps)
+    model = config_model(cfg)
     net = cfg.actor
     encoder = (make_backbone("mlp", cfg.obs_encoder_width, cfg.obs_encoder_depth, net.act, False)
                if cfg.obs_encoder_depth > 0 else None)

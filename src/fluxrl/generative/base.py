@@ -282,21 +282,31 @@ class GenerativeModel(abc.ABC):
             return x
         return x, jnp.concatenate([x_init[None], hist[:-1], x[None]])
 
+    def step_std(self, t: Array, s: Array, eta: float = 1.0) -> tuple[Array, Array]:
+        """``(c, n)`` of the first-order step from time ``t`` to ``s < t``: ``c = eta sigma_s
+        sqrt(1 - SNR_t / SNR_s)`` sets the step's mean ``alpha_s x0 + sqrt(sigma_s^2 - c^2) eps``
+        (DDIM's family; ``eta = 1`` gives the DDPM posterior mean), and ``n`` is the std of the
+        Gaussian noise the step adds. Here ``n = c`` (at ``eta = 1`` the posterior std, Ho et
+        al.'s ``beta-tilde``); VP models may add more (:attr:`VPDiffusion.ddpm_variance`)."""
+        a_t, s_t = self.alpha_sigma(t)
+        a_s, s_s = self.alpha_sigma(s)
+        c = eta * s_s * jnp.sqrt(jnp.maximum(1 - ((a_t * s_s) / (a_s * s_t)) ** 2, 0.0))
+        return c, c
+
     def _first_order(self, denoise: Callable, x: Array, t: Array, t_eval: Array, t_next: Array,
                      e: Any, e_next: Any, key: Array, eta: float) -> Array:
         """Generalised DDIM step on the Gaussian path, ``x_s = alpha_s x0 + sqrt(sigma_s^2 - c^2)
-        eps + c z`` with ``c = eta sigma_s sqrt(1 - SNR_t / SNR_s)``. ``eta = 1`` is DDPM ancestral
-        sampling with the posterior variance; ``eta = 0`` is DDIM, which on the linear path is
-        exactly Euler on the velocity and on EDM's path Euler on ``dx/dsigma``."""
+        eps + n z`` with ``(c, n) = step_std(t, s, eta)``. ``eta = 1`` is DDPM ancestral
+        sampling; ``eta = 0`` is DDIM, which on the linear path is exactly Euler on the velocity
+        and on EDM's path Euler on ``dx/dsigma``."""
         x0, eps = denoise(x, t, e)
-        a_t, s_t = self.alpha_sigma(t)
         a_s, s_s = self.alpha_sigma(t_next)
         x_next = a_s * x0
         if eta == 0:
             return x_next + s_s * eps
-        c = eta * s_s * jnp.sqrt(jnp.maximum(1 - ((a_t * s_s) / (a_s * s_t)) ** 2, 0.0))
+        c, n = self.step_std(t, t_next, eta)
         x_next = x_next + jnp.sqrt(jnp.maximum(s_s**2 - c**2, 0.0)) * eps
-        return x_next + c * normal(key, x.shape).astype(x.dtype)
+        return x_next + n * normal(key, x.shape).astype(x.dtype)
 
     def _velocity(self, denoise: Callable, x: Array, t: Array, e: Any) -> Array:
         x0, eps = denoise(x, t, e)

@@ -9,7 +9,17 @@ lambda)`` over ``a ~ N(x_t / alpha_t, (sigma_t / alpha_t)^2)``, whose ``x_t``-gr
     grad log p_t(x_t) ~ sum_k w_k grad_a Q(a_k) / (lambda alpha_t),  w = softmax(Q(a_k) / lambda),
 
 with ``K`` candidates ``a_k`` drawn from that Gaussian restricted to the box
-(:func:`fluxrl.guidance.reverse_sampling.reverse_sample`). The restriction's own dependence on
+(:func:`fluxrl.guidance.reverse_sampling.reverse_sample`).
+
+**Normalised form** (``normalize=True``, flow-rl ``agent/online/idem.py`` at bae22f4 and b1385e0,
+``jit_update_idem_actor``: ``scale = mean|grad Q| + 1e-6``, then ``q_grad / temp / scale`` and
+``softmax(q_value / temp / scale)``): both the values and the gradients are divided by one scalar
+``s = mean |grad_a Q(a_k)| + 1e-6``, taken over every candidate, state and action dimension of the
+batch. That is the estimator above at the effective temperature ``lambda s``: the target no longer
+depends on the scale of Q (multiplying Q by any constant leaves the weights and the score
+unchanged), and ``lambda`` is measured in units of the batch's typical action gradient. Without it
+the weights collapse to one candidate and the score grows like ``|grad Q| / lambda`` as Q's scale
+grows (``benchmarks/idem_scale.py`` measures both). The restriction's own dependence on
 ``x_t`` (a boundary term) is left out, as in flow-rl ``agent/online/idem.py``; it vanishes when
 ``exp(Q / lambda)`` is negligible on the box's faces. The estimator is consistent as ``K -> inf``
 and biased (self-normalised) at finite ``K``.
@@ -50,7 +60,7 @@ def energy_score(model: GenerativeModel, key: Array, x_t: Array, t: Array,
                  value: Callable[..., Array], num_samples: int,
                  temperature: float | Array, low: float = -1.0,
                  high: float = 1.0, per_state: tuple[Array, ...] = (),
-                 block: int = 0) -> tuple[Array, dict]:
+                 block: int = 0, normalize: bool = False) -> tuple[Array, dict]:
     """DEM estimate of ``grad log p_t(x_t)`` for ``p0 ~ Unif([low, high]^A) exp(Q / lambda)``.
 
     ``x_t [..., A]``, ``t [...]`` with ``alpha_t > 0`` (the estimate scales as ``1 / alpha_t``);
@@ -58,9 +68,11 @@ def energy_score(model: GenerativeModel, key: Array, x_t: Array, t: Array,
     with ``per_state`` arrays (e.g. the states, ``[B, obs]``) passed through. One forward and one
     input-gradient pass over all ``[..., K]`` candidates; with ``block > 0`` and one batch axis
     (``x_t [B, A]``) the pass runs over ``max(1, block // K)`` states at a time
-    (:func:`fluxrl.nets.blocked.map_blocks`: the same numbers, in cache-sized pieces). Returns the
-    score ``[..., A]`` and ``{"candidates", "q", "weights"}`` (``[..., K, A]``, ``[..., K]``,
-    ``[..., K]``)."""
+    (:func:`fluxrl.nets.blocked.map_blocks`: the same numbers, in cache-sized pieces). With
+    ``normalize`` the temperature is multiplied by ``s = mean |grad_a Q| + 1e-6`` over all
+    candidates (the normalised form of the module docstring). Returns the score ``[..., A]`` and
+    ``{"candidates", "q", "weights", "scale"}`` (``[..., K, A]``, ``[..., K]``, ``[..., K]``, the
+    scalar ``s``, 1 without ``normalize``)."""
     from fluxrl.nets.blocked import map_blocks
 
     a0, _ = reverse_sample(model, key, x_t, t, num_samples, low, high)
@@ -77,5 +89,7 @@ def energy_score(model: GenerativeModel, key: Array, x_t: Array, t: Array,
     grad_q, q = map_blocks(value_and_grad, a0, *per_state, block=states)
     q, grad_q = jax.lax.stop_gradient(q), jax.lax.stop_gradient(grad_q)
     alpha = model.alpha_sigma(jnp.asarray(t, x_t.dtype))[0]
-    score = dem_score(q, grad_q, temperature, alpha)
-    return score, {"candidates": a0, "q": q, "weights": softmax_weights(q, temperature)}
+    scale = jnp.abs(grad_q).mean() + 1e-6 if normalize else jnp.ones((), grad_q.dtype)
+    lam = temperature * scale
+    score = dem_score(q, grad_q, lam, alpha)
+    return score, {"candidates": a0, "q": q, "weights": softmax_weights(q, lam), "scale": scale}

@@ -41,12 +41,11 @@ def gaussian_log_prob(x: Array, mean: Array, std: Array) -> Array:
 
 
 def reverse_std(model: GenerativeModel, t: Array, s: Array, eta: float = 1.0) -> Array:
-    """Std ``c`` of the first-order sampler's step from time ``t`` to ``s < t`` (the generalised
-    DDIM step of :meth:`GenerativeModel._first_order`): ``eta sigma_s sqrt(1 - (alpha_t sigma_s /
-    (alpha_s sigma_t))^2)``; ``eta = 1`` is the DDPM posterior std."""
-    a_t, s_t = model.alpha_sigma(t)
-    a_s, s_s = model.alpha_sigma(s)
-    return eta * s_s * jnp.sqrt(jnp.maximum(1.0 - ((a_t * s_s) / (a_s * s_t)) ** 2, 0.0))
+    """Std of the noise the first-order sampler adds on its step from time ``t`` to ``s < t``
+    (:meth:`GenerativeModel.step_std`): ``eta sigma_s sqrt(1 - (alpha_t sigma_s / (alpha_s
+    sigma_t))^2)``, the DDPM posterior std at ``eta = 1``, or ``eta sqrt(beta)`` for a VP model
+    with ``ddpm_variance="beta"``."""
+    return model.step_std(t, s, eta)[1]
 
 
 def noising_log_prob(model: GenerativeModel, x_s: Array, x_t: Array, s: Array, t: Array) -> Array:

@@ -2,7 +2,13 @@
 Q, automatic temperature. Update order follows flow-rl ``agent/online/sac.py``: critic, then actor
 against the new critic, then temperature, then target EMA. Deliberate difference: the temperature
 loss reuses the actor step's log-probabilities instead of sampling the actor once more (same
-expectation, one forward pass fewer)."""
+expectation, one forward pass fewer), and the log-std bounds: [-5, 2] as in Yarats & Kostrikov's
+pytorch_sac (``config/agent/sac.yaml`` ``log_std_bounds``) and CleanRL (``sac_continuous_action.py``
+``LOG_STD_MIN``), which rescale a tanh into that range where this file clips; flow-rl's
+``SquashedGaussianActor`` clips at [-20, 2]. Departures of flow-rl from the authors' code
+(rail-berkeley/softlearning): the log-std is clipped there (softplus, no clip in softlearning),
+and the temperature loss is taken on ``log alpha`` (softlearning: on ``alpha``); the initial
+temperature 1, the target entropy ``-|A|``, lr 3e-4 and tau 0.005 agree."""
 
 from __future__ import annotations
 
@@ -31,8 +37,8 @@ class SACConfig(AlgoConfig):
     lr_alpha: float = 3e-4  #: temperature Adam lr (flow-rl mujoco/algo/sac.yaml alpha_lr)
     init_alpha: float = 1.0  #: initial temperature, log alpha = 0 (flow-rl sac.py TunableCoefficient(0.0))
     target_entropy: float | None = None  #: None means -act_dim (Haarnoja et al. 2018b; flow-rl sac.py)
-    log_std_min: float = -5.0  #: lower clip of the actor's log std (flow-rl SquashedGaussianActor)
-    log_std_max: float = 2.0  #: upper clip of the actor's log std (flow-rl SquashedGaussianActor)
+    log_std_min: float = -5.0  #: lower clip of the actor's log std (pytorch_sac config/agent/sac.yaml log_std_bounds and CleanRL LOG_STD_MIN: -5; flow-rl SquashedGaussianActor: -20)
+    log_std_max: float = 2.0  #: upper clip of the actor's log std (pytorch_sac, CleanRL and flow-rl SquashedGaussianActor: 2)
 
 
 class TanhGaussianActor(nn.Module):
@@ -139,4 +145,5 @@ def make_sac(cfg: SACConfig, spec: EnvSpec) -> Agent:
 
 
 register(AlgoInfo("sac", "baseline", "uniform", "off_policy", make_sac,
-                  "Haarnoja et al. 2018, Soft Actor-Critic Algorithms and Applications", SACConfig))
+                  "Haarnoja et al. 2018, Soft Actor-Critic Algorithms and Applications", SACConfig,
+                  follows="flowrl"))

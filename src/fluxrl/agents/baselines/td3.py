@@ -1,6 +1,11 @@
 """TD3 (Fujimoto et al. 2018, arXiv 1802.09477): deterministic tanh actor, clipped double Q, target
-policy smoothing, delayed actor and target updates. Defaults from flow-rl ``mujoco/algo/td3.yaml``.
-The delayed update is a real ``lax.cond`` on the global update index, shared across vmapped seeds."""
+policy smoothing, delayed actor and target updates. Defaults from flow-rl ``mujoco/algo/td3.yaml``,
+which equal the authors' (sfujim/TD3 ``main.py``: delay 2, smoothing 0.2 clipped at 0.5,
+exploration 0.1, 256-256 ReLU, lr 3e-4). On DMC, flow-rl's ``dmc/algo/td3.yaml`` departs from them
+(actor and target every step, noise clip 0.3, exploration 0.2, ReLU where the other DMC agents
+use ELU) and we follow it there, through rows of :mod:`fluxrl.task_defaults` (same at b1385e0 and
+bae22f4), so that TD3 on DMC is the reference's TD3. The delayed update is a real ``lax.cond`` on
+the global update index, shared across vmapped seeds."""
 
 from __future__ import annotations
 
@@ -31,10 +36,10 @@ class TD3Config(AlgoConfig):
     tau: float = 0.005  #: target EMA rate (flow-rl td3.yaml ema)
     lr_actor: float = 3e-4  #: actor Adam lr (flow-rl td3.yaml)
     lr_critic: float = 3e-4  #: critic Adam lr (flow-rl td3.yaml)
-    policy_delay: int = 2  #: critic updates per actor and target update (flow-rl td3.yaml actor_update_freq)
+    policy_delay: int = 2  #: critic updates per actor and target update (flow-rl mujoco td3.yaml actor_update_freq; DMC 1 via fluxrl.task_defaults)
     target_noise: float = 0.2  #: std of target policy smoothing noise (flow-rl td3.yaml)
-    noise_clip: float = 0.5  #: clip of the smoothing noise (flow-rl td3.yaml)
-    explore_noise: float = 0.1  #: std of Gaussian exploration noise (flow-rl td3.yaml)
+    noise_clip: float = 0.5  #: clip of the smoothing noise (flow-rl mujoco td3.yaml; DMC 0.3 via fluxrl.task_defaults)
+    explore_noise: float = 0.1  #: std of Gaussian exploration noise (flow-rl mujoco td3.yaml exploration_noise; DMC 0.2 via fluxrl.task_defaults)
 
 
 class DeterministicActor(nn.Module):
@@ -117,4 +122,5 @@ def make_td3(cfg: TD3Config, spec: EnvSpec) -> Agent:
 
 register(AlgoInfo("td3", "baseline", "none", "off_policy", make_td3,
                   "Fujimoto et al. 2018, Addressing Function Approximation Error in Actor-Critic",
-                  TD3Config))
+                  TD3Config,
+                  follows="flowrl"))

@@ -14,8 +14,13 @@ loss), in the same update order:
   0.9946)``; ``num_reverse_samples`` candidates ``a_k = (a_t - sigma_t eps_k) / alpha_t`` are drawn
   with ``eps_k`` a standard normal truncated so that ``a_k`` lies in [-1, 1]; the freshly updated
   *target* critics, reduced by their min, give ``Q_k`` and ``g_k = grad_a Q(s, a_k)`` in one batched
-  call; the noise target is ``-(sigma_t / alpha_t) sum_k softmax(Q / lambda)_k g_k / lambda`` (no
-  normalisation of ``g``, no clipping), and the loss is its mean squared error;
+  call; both are divided by one scalar, ``s = mean |g| + 1e-6`` over every candidate, state and
+  action dimension of the batch, so the noise target is ``-(sigma_t / alpha_t) sum_k softmax(Q /
+  (lambda s))_k g_k / (lambda s)`` (no clipping), and the loss is its mean squared error. The
+  normalisation makes the target independent of the scale of Q; flow-rl's temperature 0.05 was
+  set for this form (``normalize=False`` gives the original DEM estimator, whose weights collapse
+  onto one candidate once ``|grad Q|`` is much larger than ``lambda``:
+  :mod:`fluxrl.guidance.energy_score`);
 - acting: one sample plus N(0, 0.1^2) noise while training; the best of 10 samples by the min of
   the online critics at evaluation (the trainer's ``best_of_eval``).
 
@@ -30,8 +35,21 @@ Deliberate differences: the truncated normal is sampled by the inverse CDF on th
 noisy exploratory action is clipped to [-1, 1] (the agent contract; flow-rl leaves it to the
 environment); candidates are valued as one ``[B, K]`` batch with the gradient of the summed values
 instead of a double ``vmap`` of per-sample gradients (the same numbers); the generative model is a
-config choice among the eps-predicting ones. flow-rl has no DMC config for iDEM: on DMC the suite
-defaults of :func:`fluxrl.config.resolve` apply and the temperature stays 0.05.
+config choice among the eps-predicting ones; the sampler injects ``sqrt(beta_i)`` noise per step
+(``ddpm_variance="beta"``, flow-rl ``ContinuousDDPM``). flow-rl has no DMC config for iDEM: on
+DMC the suite defaults of :func:`fluxrl.config.resolve` apply and the temperature stays 0.05.
+
+iDEM (Akhound-Sadegh et al. 2024) is a Boltzmann sampler with no RL code of its own; flow-rl's RL
+version departs from the paper's estimator and from the RL baseline of the SDAC authors
+(mahaitongdae/diffusion_policy_online_rl at a50cf41, ``relax/algorithm/idem.py``):
+
+- normalisation: flow-rl divides Q and grad Q by ``mean|grad Q| + 1e-6``; the DEM paper and the
+  SDAC authors' baseline do not;
+- proposal: the SDAC authors noise a policy sample; flow-rl a replay action;
+- candidates: the SDAC authors 64, clipped to the box; flow-rl 500 from the truncated normal;
+- score: the SDAC authors differentiate ``logsumexp Q`` with respect to ``a_t`` (no lambda);
+  flow-rl ``sum_k softmax_k grad Q / lambda`` with the target critics' min;
+- training: the SDAC authors scale rewards by 0.2 and delay updates by 2; flow-rl neither.
 """
 
 from __future__ import annotations
@@ -74,6 +92,7 @@ class IDEMConfig(CandidateConfig):
     energy_agg: str = "min"  #: ensemble reduction of the target critic that defines the energy, for weights and gradients (flow-rl idem.py min over the ensemble)
     best_of_eval: int = 10  #: evaluation takes the best of this many samples by the online critics' min (flow-rl mujoco idem.yaml num_samples)
     explore_noise: float = 0.1  #: std of Gaussian noise added to the single training-time sample (flow-rl qsm.py sample_actions, inherited by idem.py)
+    normalize: bool = True  #: divide the candidates' Q values and action gradients by s = mean|grad_a Q| + 1e-6 before the softmax and the weighted sum, i.e. temperature lambda * s (flow-rl idem.py at b1385e0 and bae22f4; False: the unnormalised DEM estimator of Akhound-Sadegh et al. 2024, eq. 8-9)
 
     def validate(self) -> None:
         """iDEM-specific checks (:func:`fluxrl.config.resolve` calls this)."""
@@ -100,27 +119,29 @@ def idem_actor_loss(actor_params: Any, critic_params: Any,
                     predict: Callable[[Any, Array, Array, Array], Array],
                     q_value: Callable[[Any, Array, Array], Array], model: GenerativeModel,
                     obs: Array, a_t: Array, t: Array, key: Array, num_samples: int,
-                    temperature: float, block: int = 0) -> tuple[Array, dict]:
+                    temperature: float, block: int = 0,
+                    normalize: bool = True) -> tuple[Array, dict]:
     """iDEM's denoising energy matching loss at noisy actions ``a_t [B, A]``, times ``t [B]``.
 
     ``predict(actor_params, a_t, t, obs)`` is the model's prediction and ``q_value(critic_params,
     obs [B, K, obs], a [B, K, A]) -> [B, K]`` the (reduced) critic. The target is
     ``model.from_score(S, a_t, t)`` with ``S`` the DEM score estimate over ``num_samples``
     candidates (:func:`fluxrl.guidance.energy_score.energy_score`); for an eps-predicting model
-    ``-(sigma_t / alpha_t) sum_k w_k grad_a Q(s, a_k) / lambda``. The target is a constant: this
-    loss never trains the critic. ``block > 0`` values the candidates ``block`` actions at a time
-    (same numbers, faster on CPU)."""
+    ``-(sigma_t / alpha_t) sum_k w_k grad_a Q(s, a_k) / lambda'`` with ``w = softmax(Q /
+    lambda')`` and ``lambda' = lambda (mean|grad_a Q| + 1e-6)`` (``normalize``, flow-rl) or
+    ``lambda`` itself. The target is a constant: this loss never trains the critic. ``block > 0``
+    values the candidates ``block`` actions at a time (same numbers, faster on CPU)."""
     def value(a: Array, o: Array) -> Array:
         return q_value(critic_params, jnp.broadcast_to(o[:, None, :], a.shape[:-1] + o.shape[-1:]), a)
 
     score, info = energy_score(model, key, a_t, t, value, num_samples, temperature,
-                               per_state=(obs,), block=block)
+                               per_state=(obs,), block=block, normalize=normalize)
     target = jax.lax.stop_gradient(model.from_score(score, a_t, t))
     loss = jnp.mean((predict(actor_params, a_t, t, obs) - target) ** 2)
     w = info["weights"]
     return loss, {"target_abs": jnp.abs(target).mean(), "weights_max": w.max(-1).mean(),
                   "weights_ess": (1.0 / jnp.sum(w**2, axis=-1)).mean(),
-                  "q_candidates": info["q"].mean()}
+                  "q_candidates": info["q"].mean(), "grad_scale": info["scale"]}
 
 
 def make_idem(cfg: IDEMConfig, spec: EnvSpec) -> Agent:
@@ -143,7 +164,7 @@ def make_idem(cfg: IDEMConfig, spec: EnvSpec) -> Agent:
         a_t, t = ac.noised_replay(batch["action"], k_time, k_noise)
         pa, actor_opt, a_loss, aux = ac.actor_fit(state, lambda p: idem_actor_loss(
             p, pt, ac.predict, ac.q(cfg.energy_agg), ac.model, batch["obs"], a_t, t,
-            k_rev, cfg.num_reverse_samples, cfg.temperature, cfg.critic_block))
+            k_rev, cfg.num_reverse_samples, cfg.temperature, cfg.critic_block, cfg.normalize))
 
         new = GenerativeACState(pa, pc, pt, actor_opt, critic_opt)
         return new, {**c_metrics, "actor_loss": a_loss, **aux}
@@ -153,4 +174,5 @@ def make_idem(cfg: IDEMConfig, spec: EnvSpec) -> Agent:
 
 register(AlgoInfo("idem", "q_guidance", "uniform", "off_policy", make_idem,
                   "Akhound-Sadegh et al. 2024, Iterated Denoising Energy Matching for Sampling "
-                  "from Boltzmann Densities (RL variant: energy -Q / temperature)", IDEMConfig))
+                  "from Boltzmann Densities (RL variant: energy -Q / temperature)", IDEMConfig,
+                  follows="flowrl"))

@@ -16,7 +16,28 @@ Faithful to flow-rl ``agent/online/qsm.py`` (the paper's reference setup, protoc
 Deliberate differences: the noisy exploratory action is clipped to [-1, 1] (the agent contract;
 flow-rl leaves it to the environment, the authors' code clips too), and the generative model is a
 config choice among the eps-predicting ones (``QSMConfig.model``). Evaluation's best of 10 is
-the trainer's best-of-N switch (``best_of_eval``), not code in this file.
+the trainer's best-of-N switch (``best_of_eval``), not code in this file. The sampler injects
+``sqrt(beta_i)`` noise per step (``ddpm_variance="beta"``, flow-rl ``ContinuousDDPM``; the QSM
+authors' ``ddpm_sampler`` does the same).
+
+The "10 samples per state" of paper A.3 are, in flow-rl ``qsm.py`` ``QSMAgent.sample_actions``,
+the candidates of best-of-10 at evaluation only (training acts with one sample plus noise, the
+critic's next action is one sample, the actor loss uses replay actions). We follow the code, the
+only place the number has a definite meaning; ``best_of_act`` applies the same rule to training
+actions if wanted.
+
+Departures of flow-rl (and so of this file) from the authors' code (Alescontrela/score_matching_rl
+at 2e77893, ``jaxrl5/agents/score_matching/score_matching_learner.py``,
+``examples/states/configs/score_matching_config.py``):
+
+- target: the authors regress ``eps_hat`` on ``-M_q grad_a Q`` with ``M_q = 50``, no ``sigma_t``
+  factor, no normalisation, the gradient of the mean of the online critics after this step's
+  critic update; flow-rl on ``-sigma_t g / (lambda mean|g|)``, ``lambda = 0.1``, target critics;
+- diffusion: the authors 5 discrete VP steps; flow-rl 20 cosine steps;
+- critic's next action: the authors add N(0, 0.1^2) noise (clipped); flow-rl none;
+- evaluation: the authors one noise-free sample; flow-rl the best of 10 by the critics' min;
+- actor lr: the authors decay it by a cosine over 2M steps; flow-rl constant;
+- networks: the authors 2 x 512; flow-rl a 3 x 256 Mish actor and 2 x 256 ReLU critics on Gym.
 """
 
 from __future__ import annotations
@@ -50,10 +71,10 @@ class QSMConfig(GenerativeConfig):
     lr_actor: float = 3e-4  #: denoiser Adam lr, constant (paper A.3; flow-rl qsm.yaml diffusion.lr, no decay)
     lr_critic: float = 3e-4  #: critic Adam lr (paper A.3; flow-rl qsm.yaml critic_lr)
     model: str = "vp-cosine"  #: generative model; eps-predicting only: vp-cosine, vp-linear, ddpm, ddpm-linear (flow-rl qsm.py ContinuousDDPM, cosine)
-    temperature: float = 0.1  #: lambda: the score target is grad_a Q / lambda (paper A.3; flow-rl mujoco qsm.yaml temp; its DMC config uses 0.2)
+    temperature: float = 0.1  #: lambda: the score target is grad_a Q / lambda (paper A.3; flow-rl mujoco and dmc qsm.yaml temp, 0.1 on both)
     normalize_grad: bool = True  #: divide grad_a Q by its batch mean absolute value (flow-rl qsm.py; the QSM paper does not)
     grad_agg: str = "mean"  #: ensemble reduction of the target critic whose action gradient is matched (flow-rl qsm.py)
-    best_of_eval: int = 10  #: evaluation takes the best of this many samples by the online critics' min (paper A.3; flow-rl qsm.yaml num_samples)
+    best_of_eval: int = 10  #: evaluation takes the best of this many samples by the online critics' min (paper A.3 "10 samples per state"; flow-rl qsm.yaml num_samples, used at evaluation only)
     explore_noise: float = 0.1  #: std of Gaussian noise added to the single training-time sample (flow-rl qsm.py sample_actions)
 
     def validate(self) -> None:
@@ -126,4 +147,5 @@ def make_qsm(cfg: QSMConfig, spec: EnvSpec) -> Agent:
 
 register(AlgoInfo("qsm", "q_guidance", "uniform", "off_policy", make_qsm,
                   "Psenka et al. 2023, Learning a Diffusion Model Policy from Rewards via Q-Score "
-                  "Matching", QSMConfig))
+                  "Matching", QSMConfig,
+                  follows="flowrl"))

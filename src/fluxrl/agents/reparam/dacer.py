@@ -34,12 +34,30 @@ Deliberate differences:
   temperature when it is a multiple of 10K, so the first temperature step comes at frame 10K, not at
   the first update as with flow-rl's own counter;
 - the sampler's time grid ends at t = 0 (flow-rl: 1e-3) and is one ``lax.scan`` (flow-rl unrolls it
-  fully, the main cause of its 70 s compile).
+  fully, the main cause of its 70 s compile); each step injects ``sqrt(beta_i)`` noise as flow-rl's
+  ``ContinuousDDPM`` (``ddpm_variance="beta"``).
+
+Departures of flow-rl (and so of this file) from the authors' code
+(happy-yan/DACER-Diffusion-with-Online-RL at 848c1f2, ``relax/algorithm/dacer.py``,
+``relax/network/dacer.py``):
+
+- target critics: the authors move them every 2 steps, with the actor; flow-rl every step;
+- critic loss: the authors' DSAC-T form keeps one running std per critic, started from the first
+  batch; flow-rl a Huber (50) form with a clamped std ratio and one shared std started at 1;
+- sampled target return: the authors per transition from the smaller-mean member; flow-rl one
+  member for the whole batch (here: per transition, as the authors);
+- noise scaler: the authors 0.15 everywhere; flow-rl 0.1, and 0.15 on HalfCheetah and Humanoid;
+- chain: the authors a VP beta schedule with the posterior variance; flow-rl cosine with
+  ``sqrt(beta)``;
+- critic networks: the authors 3 x 256 Mish; flow-rl 2 x 256 ReLU on Gym.
+
+The initial temperature is 3 in both (flow-rl ``TunableCoefficient(log 3)``, the authors'
+``create_dacer_net``).
 
 Any generative model works (``algo.model``: vp-cosine (flow-rl), vp-linear, ddpm, ddpm-linear, flow,
-edm): the loss only needs the differentiable sampler. The paper's noise scaler is 0.15 on
-HalfCheetah and Humanoid (``algo.noise_scaler=0.15``), 0.1 elsewhere; its reward scale is 0.2 on Gym
-and 1.0 on DMC, which ``reward_scale=None`` picks from the suite.
+edm): the loss only needs the differentiable sampler. The paper's noise scaler 0.15 on HalfCheetah
+and Humanoid and its reward scale 1.0 on DMC are rows of :data:`fluxrl.task_defaults.TASK_DEFAULTS`
+(applied when the config is composed); the fields below hold the Gym values.
 """
 
 from __future__ import annotations
@@ -72,9 +90,6 @@ from fluxrl.nets.distributional import (
 )
 
 Array = jax.Array
-#: reward scale when ``reward_scale`` is None (paper A.3; flow-rl mujoco / dmc dacer.yaml)
-SUITE_REWARD_SCALE = {"gym": 0.2, "dmc": 1.0}
-
 
 @dataclass
 class DACERConfig(GenerativeConfig):
@@ -93,8 +108,8 @@ class DACERConfig(GenerativeConfig):
     target_entropy: float | None = None  #: None means -0.9 act_dim (flow-rl dacer.py)
     entropy_samples: int = 200  #: actions per state for the entropy estimate (paper A.3; flow-rl entropy_num_samples)
     gmm_components: int = 3  #: mixture components of the entropy estimate (flow-rl dacer.py GaussianMixture(n_components=3))
-    noise_scaler: float = 0.1  #: exploration std is alpha * this (paper A.3: 0.15 on HalfCheetah and Humanoid; flow-rl noise_scaler_dict)
-    reward_scale: float | None = None  #: rewards are multiplied by this in the update; None: 0.2 Gym, 1.0 DMC (paper A.3; flow-rl dacer.yaml)
+    noise_scaler: float = 0.1  #: exploration std is alpha * this (paper A.3; flow-rl mujoco dacer.yaml noise_scaler; HalfCheetah and Humanoid 0.15 via fluxrl.task_defaults)
+    reward_scale: float = 0.2  #: rewards are multiplied by this in the update (paper A.3; flow-rl mujoco dacer.yaml reward_scale; DMC 1.0 via fluxrl.task_defaults)
 
     def validate(self) -> None:
         """DACER-specific checks (:func:`fluxrl.config.resolve` calls this)."""
@@ -114,9 +129,8 @@ class DACERConfig(GenerativeConfig):
             ("init_alpha", finite(self.init_alpha) and self.init_alpha > 0, "a positive number"),
             ("noise_scaler", finite(self.noise_scaler) and self.noise_scaler >= 0,
              "zero or a positive number"),
-            ("reward_scale", self.reward_scale is None or (finite(self.reward_scale)
-                                                           and self.reward_scale > 0),
-             "a positive number, or null for the suite default (Gym 0.2, DMC 1.0)"),
+            ("reward_scale", finite(self.reward_scale) and self.reward_scale > 0,
+             "a positive number"),
             ("target_entropy", self.target_entropy is None or finite(self.target_entropy),
              "a finite number, or null for -0.9 act_dim"),
         ]
@@ -157,7 +171,6 @@ def make_dacer(cfg: DACERConfig, spec: EnvSpec) -> Agent:
     tx_actor = optax.flatten(optax.adam(cfg.lr_actor))
     tx_critic = optax.flatten(optax.adam(cfg.lr_critic))
     tx_alpha = optax.adam(cfg.lr_alpha)
-    reward_scale = SUITE_REWARD_SCALE[spec.suite] if cfg.reward_scale is None else cfg.reward_scale
     target_entropy = -0.9 * spec.act_dim if cfg.target_entropy is None else cfg.target_entropy
 
     def noisy(a: Array, log_alpha: Array, key: Array) -> Array:
@@ -191,7 +204,7 @@ def make_dacer(cfg: DACERConfig, spec: EnvSpec) -> Agent:
 
     def update(state: DACERState, batch: dict, key: Array, step: Array):
         k_next, k_noise, k_ret, k_actor, k_alpha = jax.random.split(key, 5)
-        reward = batch["reward"] * reward_scale
+        reward = batch["reward"] * cfg.reward_scale
         next_a = model.sample(actor, state.actor, batch["next_obs"], k_next, batch["action"].shape)
         next_a = noisy(next_a, state.log_alpha, k_noise)
         mean_t, std_t = critic.apply({"params": state.target}, batch["next_obs"], next_a)
@@ -242,4 +255,5 @@ def make_dacer(cfg: DACERConfig, spec: EnvSpec) -> Agent:
 
 
 register(AlgoInfo("dacer", "reparam", "uniform", "off_policy", make_dacer,
-                  "Wang et al. 2024, Diffusion Actor-Critic with Entropy Regulator", DACERConfig))
+                  "Wang et al. 2024, Diffusion Actor-Critic with Entropy Regulator", DACERConfig,
+                  follows="flowrl"))

@@ -22,7 +22,7 @@ Faithful to the official code (ALRhub/DIME, ``diffusion/dime.py``, ``od/od_sampl
 Deliberate differences:
 
 - the chain is this library's generative model (``algo.model``) sampled with its first-order step
-  at ``eta = 1`` (DDPM posterior noise) on the model's grid for ``steps + 1`` steps without its
+  at ``eta = 1`` (DDPM posterior noise, ``ddpm_variance="posterior"``) on the model's grid for ``steps + 1`` steps without its
   final 0, so that every step is stochastic; DIME's own chain is an Euler-Maruyama discretised
   Ornstein-Uhlenbeck process (prior N(0, 2.5^2), cosine step sizes) with a learned step size and
   per-dimension friction. The denoiser is the library's (3 x 256 Mish, Fourier time embedding),
@@ -86,6 +86,7 @@ class DIMEConfig(GenerativeConfig):
     lr_critic: float = 3e-4  #: critic Adam lr (DIME dime.yaml optimizer.lr_critic)
     adam_b1: float = 0.5  #: Adam beta1 of actor and critic (DIME dime.yaml optimizer.b1, from CrossQ)
     diffusion_steps: int = 16  #: stochastic denoising steps of the chain (DIME dime.yaml actor.diff_steps)
+    ddpm_variance: str = "posterior"  #: noise of each chain step of a VP model: posterior (beta-tilde, this library's choice; DIME's own chain is an Ornstein-Uhlenbeck discretisation, not a DDPM step) or beta; the chain's log-density uses the same std either way
     policy_delay: int = 3  #: critic steps per actor and temperature step (DIME dime.yaml policy_delay)
     actor_grad_clip: float = 1.0  #: element-wise clip of the actor gradient (DIME dime.yaml actor_grad_clip)
     init_alpha: float = 1.0  #: initial temperature (DIME dime.yaml ent_coef.init)
@@ -249,4 +250,4 @@ def make_dime(cfg: DIMEConfig, spec: EnvSpec) -> Agent:
 
 register(AlgoInfo("dime", "reparam", "uniform", "off_policy", make_dime,
                   "Celik et al. 2025, DIME: Diffusion-Based Maximum Entropy Reinforcement Learning",
-                  DIMEConfig))
+                  DIMEConfig, follows="authors"))

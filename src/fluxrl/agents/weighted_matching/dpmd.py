@@ -5,8 +5,10 @@ matching: particles drawn from a frozen copy of the previous policy ``pi_{k-1}``
 particles is weighted accordingly. The temperature ``lambda`` is tuned so the weights stay
 ``target_kl`` nats (measured as ``KL(w || uniform)``) away from uniform.
 
-Faithful to flow-rl ``agent/online/dpmd.py`` (its newest revision, the ``dpmd_linear`` configs;
-protocol.md section 3), in the same update order:
+Faithful to flow-rl ``agent/online/dpmd.py`` with ``mujoco/algo/dpmd.yaml`` at b1385e0 (the
+paper's v1: linear reweighting, target KL 2.5, additive noise 0.2; protocol.md section 3), in the
+same update order (flow-rl's newer bae22f4 keeps only exp reweighting in ``dpmd.py``, with target
+KL 2.0, Hopper 3.0, Ant 1.0; its linear variant moved to ``gempo.py``):
 
 - critic: clipped double Q; the next action is one sample of the current actor, no entropy term;
 - particles: ``num_particles`` samples per state of the reference policy ``pi_{k-1}`` plus
@@ -29,10 +31,29 @@ Deliberate differences: every generative model of :data:`fluxrl.generative.MODEL
 clip is in the units of the model's regression target: noise for diffusion, velocity for flow,
 the preconditioned target for EDM); flow-rl only has the cosine VP diffusion (``vp-cosine``, the
 default). The refresh counts the trainer's global update index, which starts at the warmup, where
-flow-rl counts from the first update (the refresh period is the same). ``particle_noise`` left
-unset means 0.2, or 0.1 on Ant (paper A.3; flow-rl ``dpmd_exp.yaml`` ``additive_noise_dict``,
-its ``dpmd_linear.yaml`` uses 0.2 everywhere). ``target_kl`` is
-the paper's 2.5 (protocol.md section 3); flow-rl's configs use 2.0.
+flow-rl counts from the first update (the refresh period is the same). ``particle_noise`` is 0.2,
+and 0.1 on Ant as paper A.3 states (a row of :mod:`fluxrl.task_defaults`); flow-rl b1385e0's
+``dpmd.yaml`` lists ``additive_noise_dict {Ant-v5: 0.1}`` but never reads it, so flow-rl ran 0.2
+on Ant. The sampler injects ``sqrt(beta_i)`` noise per step (``ddpm_variance="beta"``, flow-rl
+``ContinuousDDPM``).
+
+Departures of flow-rl (and so of this file) from the authors' code
+(mahaitongdae/diffusion_policy_online_rl at a50cf41, ``relax/algorithm/dpmd.py``):
+
+- proposal: the authors keep no frozen ``pi_{k-1}``: they weight one sample of the online policy at
+  the next state (best of 32 plus noise); flow-rl uses 64 particles of a reference copied every
+  1000 updates, plus N(0, 0.2^2);
+- weights: the authors ``exp(clip(Q - m / s, -3, 3) / alpha)`` with running statistics; flow-rl
+  linear (exp and square as options), normalised per state;
+- temperature: the authors tune ``alpha`` by a Gaussian-noise entropy rule (every 250 updates,
+  from 5); flow-rl by the weights' KL from uniform (from 1, lr 3e-4, target 2.5);
+- loss: the authors' weighted squared error is not clipped; flow-rl clips each term at 3.0;
+- critic: the authors apply the critic's Adam step twice per update and scale rewards by 0.2;
+  flow-rl once, unscaled;
+- acting: the authors act with the EMA target policy, best of 32 (plus noise while training);
+  flow-rl one plain sample, the best of 10 at evaluation;
+- delays and lr: the authors update the policy and targets every 2 steps and decay the actor lr
+  linearly; flow-rl every step, actor lr 1e-4 constant.
 """
 
 from __future__ import annotations
@@ -62,18 +83,18 @@ class DPMDConfig(GenerativeConfig):
     """DPMD (Ma et al. 2025): fit pi_k ~ pi_{k-1} exp(Q / lambda) by weighted denoising on particles."""
 
     name: str = "dpmd"  #: algorithm name in the registry
-    lr_actor: float = 1e-4  #: denoiser Adam lr, constant (paper A.3; flow-rl dpmd_linear.yaml diffusion.lr)
-    lr_critic: float = 3e-4  #: critic Adam lr (paper A.3; flow-rl dpmd_linear.yaml critic_lr)
+    lr_actor: float = 1e-4  #: denoiser Adam lr, constant (paper A.3; flow-rl b1385e0 dpmd.yaml diffusion.lr)
+    lr_critic: float = 3e-4  #: critic Adam lr (paper A.3; flow-rl b1385e0 dpmd.yaml critic_lr)
     model: str = "vp-cosine"  #: generative model, any of fluxrl.generative.MODELS (flow-rl dpmd.py ContinuousDDPM, cosine)
-    best_of_eval: int = 10  #: evaluation takes the best of this many samples by the online critics' min (flow-rl dpmd_linear.yaml num_samples)
+    best_of_eval: int = 10  #: evaluation takes the best of this many samples by the online critics' min (flow-rl b1385e0 dpmd.yaml num_samples)
     num_particles: int = 64  #: samples of the reference policy per state that the weights spread over (paper A.3; flow-rl num_particles)
-    particle_noise: float | None = None  #: std of Gaussian noise added to the particles; unset = 0.2, Ant 0.1 (paper A.3; flow-rl additive_noise, additive_noise_dict)
-    reweight: str = "linear"  #: particle weights from Q: linear | exp | square (paper A.3: linear; flow-rl dpmd_linear.yaml reweight)
-    target_kl: float | None = 2.5  #: KL(weights || uniform) the temperature is tuned to; None keeps it fixed (paper A.3: 2.5; flow-rl dpmd_linear.yaml: 2.0)
-    init_temp: float = 1.0  #: initial temperature lambda (flow-rl dpmd_linear.yaml init_temp)
-    lr_temp: float = 3e-4  #: Adam lr of log lambda (flow-rl dpmd_linear.yaml temp_lr)
+    particle_noise: float = 0.2  #: std of Gaussian noise added to the particles (paper A.3 "additive noise 0.2"; flow-rl mujoco dpmd.yaml additive_noise; Ant 0.1 via fluxrl.task_defaults)
+    reweight: str = "linear"  #: particle weights from Q: linear | exp | square (paper A.3: linear; flow-rl b1385e0 dpmd.yaml reweight; bae22f4 has exp only)
+    target_kl: float | None = 2.5  #: KL(weights || uniform) the temperature is tuned to; None keeps it fixed (paper A.3; flow-rl b1385e0 dpmd.yaml target_kl 2.5; bae22f4: 2.0, Hopper 3.0, Ant 1.0)
+    init_temp: float = 1.0  #: initial temperature lambda (flow-rl dpmd.py DPMDAgent PositiveTunableCoefficient(init_value=1.0), not a config key)
+    lr_temp: float = 3e-4  #: Adam lr of log lambda (flow-rl b1385e0 dpmd.yaml temp_lr)
     refresh_every: int = 1000  #: updates between copies of the actor into the reference policy pi_{k-1} (paper A.3; flow-rl old_policy_update_interval)
-    negative_bound: float = 0.0  #: linear weights are floored at negative_bound / N instead of 0 (flow-rl dpmd_linear.yaml negative_bound)
+    negative_bound: float = 0.0  #: linear weights are floored at negative_bound / N instead of 0 (flow-rl b1385e0 dpmd_linear.yaml negative_bound)
     loss_clip: float | None = 3.0  #: each squared error of the actor loss is clipped at this; None = off (flow-rl dpmd.py)
     particle_agg: str = "mean"  #: ensemble reduction of the critics that value the particles (flow-rl dpmd.py)
 
@@ -98,7 +119,7 @@ class DPMDConfig(GenerativeConfig):
         if self.particle_agg not in AGGREGATIONS:
             raise FluxError(f"unknown algo.particle_agg={self.particle_agg!r}; choose one of: "
                             + ", ".join(AGGREGATIONS))
-        if self.particle_noise is not None and finite("particle_noise") < 0:
+        if finite("particle_noise") < 0:
             raise FluxError(f"algo.particle_noise must be zero or positive, got {self.particle_noise}")
         if finite("init_temp") <= 0:
             raise FluxError(f"algo.init_temp must be positive, got {self.init_temp}")
@@ -114,11 +135,6 @@ class DPMDConfig(GenerativeConfig):
         if self.negative_bound >= 1:
             raise FluxError(f"algo.negative_bound must be below 1 (the floored weights must sum "
                             f"to 1), got {self.negative_bound}")
-
-
-def default_particle_noise(env_name: str) -> float:
-    """flow-rl's per-task particle noise: 0.1 on Ant, else 0.2 (dpmd_exp.yaml additive_noise_dict)."""
-    return 0.1 if env_name.split("/")[-1].startswith("Ant-") else 0.2
 
 
 def dpmd_weights(q: Array, temperature: Array | float, reweight: str = "linear",
@@ -149,8 +165,7 @@ def make_dpmd(cfg: DPMDConfig, spec: EnvSpec) -> Agent:
     """Build DPMD's pure functions for one seed."""
     ac = GenerativeActorCritic.build(cfg, spec)
     tx_temp = optax.adam(cfg.lr_temp)
-    noise = (cfg.particle_noise if cfg.particle_noise is not None
-             else default_particle_noise(spec.name))
+    noise = cfg.particle_noise
     q_particles = ac.q(cfg.particle_agg)
 
     def init(key: Array) -> DPMDState:
@@ -201,4 +216,5 @@ def make_dpmd(cfg: DPMDConfig, spec: EnvSpec) -> Agent:
 
 register(AlgoInfo("dpmd", "weighted_matching", "previous", "off_policy", make_dpmd,
                   "Ma et al. 2025, Efficient Online Reinforcement Learning for Diffusion Policy "
-                  "(DPMD)", DPMDConfig))
+                  "(DPMD)", DPMDConfig,
+                  follows="flowrl"))

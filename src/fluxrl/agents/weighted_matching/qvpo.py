@@ -33,6 +33,22 @@ Deliberate differences:
   default). The entropy coefficient is constant (flow-rl; the authors' code decays 0.02 to 0.002).
 
 flow-rl has no DMC config for QVPO; there the denoiser keeps its 2 layers at the suite width (512).
+The behaviour samples of HalfCheetah (4) and Hopper (1) are rows of :mod:`fluxrl.task_defaults`.
+The sampler injects ``sqrt(beta_i)`` noise per step (``ddpm_variance="beta"``, flow-rl
+``ContinuousDDPM``; the authors' ``Diffusion.p_sample`` uses the posterior variance).
+
+Departures of flow-rl from the authors' code (wadx2019/qvpo at 40a1974, ``agent/qvpo.py``,
+``main.py``), and which side this file takes:
+
+- acting and TD target: the authors act with the best of ``behavior_sample`` and take the TD
+  target's next action from ``target_sample`` samples; flow-rl acts with one sample and uses its
+  behaviour count for the TD target only (here: the authors');
+- entropy coefficient: the authors decay it 0.02 -> 0.002; flow-rl keeps 0.01 (here: flow-rl's);
+- uniform actions: the authors draw them on [-1, 1]; flow-rl on [0, 1) (here: the authors');
+- training-sample values: the authors the critics' min; flow-rl their mean (here: flow-rl's);
+- denoiser lr: the authors 1e-4; flow-rl 3e-4 (here: flow-rl's);
+- chain: the authors the posterior variance, also at evaluation; flow-rl ``sqrt(beta)`` (here:
+  flow-rl's).
 """
 
 from __future__ import annotations
@@ -170,4 +186,5 @@ def make_qvpo(cfg: QVPOConfig, spec: EnvSpec) -> Agent:
 
 register(AlgoInfo("qvpo", "weighted_matching", "uniform", "off_policy", make_qvpo,
                   "Ding et al. 2024, Diffusion-based Reinforcement Learning via Q-weighted "
-                  "Variational Policy Optimization (QVPO)", QVPOConfig))
+                  "Variational Policy Optimization (QVPO)", QVPOConfig,
+                  follows="flowrl"))

@@ -35,9 +35,28 @@ Deliberate differences:
 - the generative model is a config choice (``SDACConfig.model``): every Gaussian path of
   :data:`SUPPORTED_MODELS`, the target being the model's own (noise, velocity or EDM's
   preconditioned x0); flow-rl only has the cosine VP diffusion (``vp-cosine``, the default);
-- flow-rl builds a target actor that it never uses; there is none here;
-- the temperature default is 0.05 on every suite (paper A.3 for Gym; flow-rl's Gym and DMC
-  configs); paper A.3 uses 0.01 on DMC: pass ``algo.temperature=0.01`` there to follow it.
+- the temperature is 0.05, and 0.01 on DMC (paper A.3; flow-rl ``mujoco/algo/sdac.yaml`` and
+  ``dmc/algo/sdac.yaml`` ``temp``), the DMC value a row of :mod:`fluxrl.task_defaults`;
+- the sampler injects ``sqrt(beta_i)`` noise per step (``ddpm_variance="beta"``, flow-rl
+  ``ContinuousDDPM``).
+
+Departures of flow-rl (and so of this file) from the authors' code
+(mahaitongdae/diffusion_policy_online_rl at a50cf41, ``relax/algorithm/sdac.py``,
+``relax/network/diffv2.py``, ``scripts/train_mujoco.py``):
+
+- noisy actions: the authors noise a fresh policy action (best of 32 plus noise); flow-rl noises
+  the replay action;
+- reverse samples: the authors draw 64 and clip them to the box; flow-rl 500, truncated normal;
+- temperature: the authors tune it (``lambda = alpha / 5``, ``alpha`` from 5, a step every 250
+  updates towards a Gaussian-noise entropy of ``-0.9 |A|``); flow-rl fixes it (0.05, DMC 0.01);
+- reward scale: the authors 0.2; flow-rl 1;
+- acting: the authors act with the EMA target policy, best of 32 plus N(0, (0.1 alpha)^2), and
+  evaluate it noise-free at best of 32; flow-rl acts with one plain sample, evaluates best of 10;
+- delays and learning rate: the authors update the policy and the targets every 2 steps and decay
+  the actor's lr linearly 3e-4 -> 3e-5; flow-rl updates every step at a constant lr;
+- chain: the authors use a linear beta schedule (x 0.8), ``x_T ~ 0.5 N(0, I)`` and the posterior
+  variance; flow-rl the cosine schedule, ``N(0, I)`` and ``sqrt(beta)``;
+- critic: the authors 3 x 256 Mish; flow-rl 2 x 256 ReLU on Gym.
 """
 
 from __future__ import annotations
@@ -75,7 +94,7 @@ class SDACConfig(CandidateConfig):
     lr_actor: float = 3e-4  #: denoiser Adam lr, constant (paper A.3; flow-rl sdac.yaml diffusion.lr, no decay)
     lr_critic: float = 3e-4  #: critic Adam lr (paper A.3; flow-rl sdac.yaml critic_lr)
     model: str = "vp-cosine"  #: generative model: vp-cosine, vp-linear, ddpm, ddpm-linear, flow, edm (flow-rl sdac.py ContinuousDDPM, cosine)
-    temperature: float = 0.05  #: lambda of the weights softmax(Q / lambda) (paper A.3 and flow-rl sdac.yaml temp: 0.05; paper A.3 uses 0.01 on DMC, set it there)
+    temperature: float = 0.05  #: lambda of the weights softmax(Q / lambda) (paper A.3; flow-rl mujoco sdac.yaml temp; DMC 0.01 via fluxrl.task_defaults)
     num_reverse_samples: int = 500  #: clean candidates per state drawn from a0 | a_t under the uniform reference (paper A.3; flow-rl sdac.yaml num_reverse_samples)
     best_of_eval: int = 10  #: evaluation takes the best of this many samples by the online critics' min (flow-rl sdac.yaml num_samples)
 
@@ -148,4 +167,5 @@ def make_sdac(cfg: SDACConfig, spec: EnvSpec) -> Agent:
 
 register(AlgoInfo("sdac", "weighted_matching", "uniform", "off_policy", make_sdac,
                   "Ma et al. 2025, Soft Diffusion Actor-Critic: Efficient Online Reinforcement "
-                  "Learning for Diffusion Policy", SDACConfig))
+                  "Learning for Diffusion Policy", SDACConfig,
+                  follows="flowrl"))
