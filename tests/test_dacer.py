@@ -73,15 +73,18 @@ def test_actor_gradient_flows_through_the_whole_chain(name):
 # --- the critic ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spec, agg, scale, bootstrap", [(GYM, "min", 0.2, -2.0),
-                                                        (DMC, "mean", 1.0, 0.5)])
-def test_critic_target_is_scaled_clipped_and_stops_at_termination(spec, agg, scale, bootstrap):
+@pytest.mark.parametrize("env, spec, agg, scale, bootstrap", [
+    ("gym/Pendulum-v1", GYM, "min", 0.2, -2.0), ("dmc/cartpole-balance", DMC, "mean", 1.0, 0.5)])
+def test_critic_target_is_scaled_clipped_and_stops_at_termination(env, spec, agg, scale,
+                                                                  bootstrap):
     """Target critics set to the constant returns N(3, ~0) and N(-2, ~0) (zero last-layer kernel,
     std softplus(-30)): whatever the next action, the target is ``reward_scale r + gamma (1 -
-    terminated) agg(3, -2)`` (reward scale 0.2 on Gym, 1.0 on DMC); the update's critic loss must
-    equal the DSAC-T loss of the online critics against it, summed over the two members, with the
-    running std at its initial 1."""
-    cfg, agent = tiny(f"algo.critic_agg={agg}", spec=spec)
+    terminated) agg(3, -2)`` (reward scale 0.2 on Gym, 1.0 on DMC, the latter from
+    fluxrl.task_defaults when the config is composed for a DMC task); the update's critic loss
+    must equal the DSAC-T loss of the online critics against it, summed over the two members,
+    with the running std at its initial 1."""
+    cfg, agent = tiny(f"algo.critic_agg={agg}", f"env={env}", spec=spec)
+    assert cfg.reward_scale == scale
     state = agent.init(jax.random.PRNGKey(0))
     head = state.target["VmapGaussianQHead_0"]["Dense_0"]
     head = {"kernel": jnp.zeros_like(head["kernel"]), "bias": jnp.array([[3.0, -30.0], [-2.0, -30.0]])}
@@ -211,7 +214,7 @@ def test_entropy_samples_must_cover_the_mixture():
 
 def test_paper_defaults():
     """Paper A.3 / flow-rl mujoco/algo/dacer.yaml; DMC takes 3 x 512 nets (dmc/algo/dacer.yaml)."""
-    cfg = resolve(compose(["algo=dacer"])).algo
+    cfg = resolve(compose(["algo=dacer", "env=gym/Hopper-v5"])).algo
     assert isinstance(cfg, DACERConfig)
     assert (cfg.actor.width, cfg.actor.depth, cfg.actor.act) == (256, 3, "mish")
     assert (cfg.critic.width, cfg.critic.depth, cfg.critic.act) == (256, 2, "relu")
@@ -224,6 +227,8 @@ def test_paper_defaults():
     dmc = resolve(compose(["algo=dacer", "env=dmc/cheetah-run"])).algo
     assert (dmc.actor.width, dmc.critic.width, dmc.critic.depth, dmc.critic.act) == (512, 512, 3, "elu")
     assert dmc.reward_scale == 1.0 and dmc.noise_scaler == 0.1  # fluxrl.task_defaults
+    cheetah = resolve(compose(["algo=dacer", "env=gym/HalfCheetah-v5"])).algo
+    assert cheetah.noise_scaler == 0.15 and cheetah.reward_scale == 0.2
 
 
 # --- learning -----------------------------------------------------------------------------------

@@ -207,7 +207,9 @@ def test_entropy_term_can_be_turned_off():
 
 
 def test_paper_defaults():
-    cfg = resolve(compose(["algo=qvpo"])).algo
+    """Paper A.3 / flow-rl mujoco qvpo.yaml on a task without a row in fluxrl.task_defaults
+    (behaviour samples 2), and the rows for HalfCheetah (4) and Hopper (1)."""
+    cfg = resolve(compose(["algo=qvpo", "env=gym/Walker2d-v5"])).algo
     assert isinstance(cfg, QVPOConfig)
     assert (cfg.actor.width, cfg.actor.depth, cfg.actor.act) == (256, 2, "mish")
     assert (cfg.critic.width, cfg.critic.depth, cfg.critic.act) == (256, 2, "relu")
@@ -216,6 +218,8 @@ def test_paper_defaults():
     assert (cfg.model, cfg.diffusion_steps, cfg.time_dim, cfg.train_agg) == ("vp-cosine", 20, 64, "mean")
     assert cfg.lr_actor == cfg.lr_critic == 3e-4 and cfg.tau == 0.005 and cfg.num_critics == 2
     assert cfg.critic_agg == "min" and cfg.discount == 0.99
+    assert resolve(compose(["algo=qvpo", "env=gym/HalfCheetah-v5"])).algo.best_of_act == 4
+    assert resolve(compose(["algo=qvpo", "env=gym/Hopper-v5"])).algo.best_of_act == 1
     for name in MODELS:  # every generative model is a valid choice
         dataclasses.replace(cfg, model=name).validate()
 

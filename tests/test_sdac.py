@@ -240,6 +240,8 @@ def test_paper_defaults():
     assert (cfg.obs_encoder_width, cfg.obs_encoder_depth) == (128, 2)
     dmc = resolve(compose(["algo=sdac", "env=dmc/cheetah-run"])).algo
     assert (dmc.actor.width, dmc.critic.width, dmc.critic.depth, dmc.critic.act) == (512, 512, 3, "elu")
+    assert dmc.temperature == 0.01  # paper A.3 and flow-rl dmc/algo/sdac.yaml, via fluxrl.task_defaults
+    assert cfg.ddpm_variance == "beta"  # flow-rl ContinuousDDPM: sqrt(beta_i) noise per step
     model = make_model(cfg.model)
     assert math.isclose(float(model.alpha_sigma(jnp.float32(0.5))[0]) ** 2,
                         math.cos((0.5 + 0.008) / 1.008 * math.pi / 2) ** 2
