@@ -15,7 +15,8 @@ values the paper states (QVPO's behaviour samples on Hopper, SDAC's DMC temperat
 ``run`` keeps ``--jobs`` training processes going at once (the machine's cores are shared between
 them; each run's three seeds are one vmapped program) and resumes a run whose directory exists.
 ``report`` copies each run's config and JSONL logs to ``benchmarks/results/learning/`` (so the
-numbers in the docs can be re-derived) and writes the table and one curve per task.
+numbers in the docs can be re-derived; a run not in ``benchmarks/runs/`` keeps its earlier record)
+and writes the table and one curve per task.
 """
 
 from __future__ import annotations
@@ -122,28 +123,31 @@ def report(args: argparse.Namespace) -> None:
     suite = SUITES[args.suite]
     RECORD.mkdir(parents=True, exist_ok=True)
     lines = ["| task | algo | frames | final return (mean +- std over seeds) | per seed | "
-             "last 3 evals (mean) | best eval (mean over seeds) |", "|---|---|---|---|---|---|---|"]
+             "last 3 evals (mean) | best eval (mean over seeds) | recorded |",
+             "|---|---|---|---|---|---|---|---|"]
     for env in suite["envs"]:
         dirs = []
         for algo in suite["algos"]:
             src = RUNS / name(algo, env, suite["prefix"])
-            if not (src / "config.yaml").exists():
-                continue
             dst = RECORD / src.name
-            dst.mkdir(parents=True, exist_ok=True)
-            shutil.copy(src / "config.yaml", dst / "config.yaml")
-            shutil.copy(src / "meta.json", dst / "meta.json")
-            for sd in sorted(src.glob("seed_*")):
-                (dst / sd.name).mkdir(exist_ok=True)
-                for f in ("eval.jsonl", "train.jsonl"):
-                    shutil.copy(sd / f, dst / sd.name / f)
+            if (src / "config.yaml").exists():  # a fresh run replaces its record
+                dst.mkdir(parents=True, exist_ok=True)
+                shutil.copy(src / "config.yaml", dst / "config.yaml")
+                shutil.copy(src / "meta.json", dst / "meta.json")
+                for sd in sorted(src.glob("seed_*")):
+                    (dst / sd.name).mkdir(exist_ok=True)
+                    for f in ("eval.jsonl", "train.jsonl"):
+                        shutil.copy(sd / f, dst / sd.name / f)
+            elif not (dst / "config.yaml").exists():
+                continue  # neither run nor record: not in the table
             evals = [_rows(p) for p in sorted(dst.glob("seed_*/eval.jsonl"))]
             n = min(len(e) for e in evals)
             rets = np.array([[r["return_mean"] for r in e[:n]] for e in evals])
             final = rets[:, -1]
             lines.append(f"| {env} | {algo} | {evals[0][n - 1]['step']} | {final.mean():.0f} +- "
                          f"{final.std():.0f} | {', '.join(f'{x:.0f}' for x in final)} | "
-                         f"{rets[:, -3:].mean():.0f} | {rets.mean(0).max():.0f} |")
+                         f"{rets[:, -3:].mean():.0f} | {rets.mean(0).max():.0f} | "
+                         f"{json.loads((dst / 'meta.json').read_text())['started'][:10]} |")
             dirs.append(dst)
         if dirs:
             img = f"learning-{suite['prefix']}{env.split('/')[1]}.png"
