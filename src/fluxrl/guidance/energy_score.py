@@ -9,7 +9,10 @@ lambda)`` over ``a ~ N(x_t / alpha_t, (sigma_t / alpha_t)^2)``, whose ``x_t``-gr
     grad log p_t(x_t) ~ sum_k w_k grad_a Q(a_k) / (lambda alpha_t),  w = softmax(Q(a_k) / lambda),
 
 with ``K`` candidates ``a_k`` drawn from that Gaussian restricted to the box
-(:func:`fluxrl.guidance.reverse_sampling.reverse_sample`).
+(:func:`fluxrl.guidance.reverse_sampling.reverse_sample`). The restriction's own dependence on
+``x_t`` (a boundary term) is left out, as in flow-rl ``agent/online/idem.py``; it vanishes when
+``exp(Q / lambda)`` is negligible on the box's faces. The estimator is consistent as ``K -> inf``
+and biased (self-normalised) at finite ``K``.
 
 **Normalised form** (``normalize=True``, flow-rl ``agent/online/idem.py`` at bae22f4 and b1385e0,
 ``jit_update_idem_actor``: ``scale = mean|grad Q| + 1e-6``, then ``q_grad / temp / scale`` and
@@ -19,10 +22,7 @@ batch. That is the estimator above at the effective temperature ``lambda s``: th
 depends on the scale of Q (multiplying Q by any constant leaves the weights and the score
 unchanged), and ``lambda`` is measured in units of the batch's typical action gradient. Without it
 the weights collapse to one candidate and the score grows like ``|grad Q| / lambda`` as Q's scale
-grows (``benchmarks/idem_scale.py`` measures both). The restriction's own dependence on
-``x_t`` (a boundary term) is left out, as in flow-rl ``agent/online/idem.py``; it vanishes when
-``exp(Q / lambda)`` is negligible on the box's faces. The estimator is consistent as ``K -> inf``
-and biased (self-normalised) at finite ``K``.
+grows (``benchmarks/idem_scale.py`` measures both: ``benchmarks/results/idem-scale.md``).
 
 - :func:`dem_score`: the estimator on given candidate values and gradients;
 - :func:`energy_score`: draws the candidates and values all of them, with their action gradients,
