@@ -39,7 +39,7 @@ RECORD = ROOT / "benchmarks" / "results" / "learning"
 #: evaluation cadence reduced so that 8 algorithms x 3 tasks x 3 seeds fit in about an hour of a
 #: 2-core CPU. Everything not listed keeps its paper default.
 REDUCED = ["algo.actor.width=64", "algo.actor.depth=2", "algo.critic.width=64",
-           "algo.critic.depth=2", "batch_size=256", "warmup=1000", "eval_every=1000",
+           "algo.critic.depth=2", "off_policy.batch_size=256", "off_policy.warmup_frames=1000", "eval_every=1000",
            "eval_episodes=10"]
 #: Per-algorithm reductions on top of :data:`REDUCED` (paper values in the comments).
 REDUCED_ALGO = {
@@ -56,7 +56,7 @@ REDUCED_ALGO = {
 #: The side-by-side check against flow-rl (issue 8): the same reduced settings on both sides,
 #: stated in benchmarks/results/reference/README.md; flow-rl's side is run outside this repo.
 REFERENCE_CHECK = ["algo.actor.width=64", "algo.actor.depth=2", "algo.critic.width=64",
-                   "algo.critic.depth=2", "batch_size=256", "warmup=1000", "eval_every=3000",
+                   "algo.critic.depth=2", "off_policy.batch_size=256", "off_policy.warmup_frames=1000", "eval_every=3000",
                    "eval_episodes=10"]
 REFERENCE_ALGO = {
     "qsm": ["algo.diffusion_steps=5"],  # 20
@@ -89,11 +89,11 @@ def run(args: argparse.Namespace) -> None:
     for env in args.envs or suite["envs"]:
         for algo in args.algos or suite["algos"]:
             run_dir = RUNS / name(algo, env, suite["prefix"])
-            ov = [f"algo={algo}", f"env={env}", "seeds=3", f"steps={steps}", f"run_dir={run_dir}",
+            ov = [f"algo={algo}", f"env={env}", "seeds=3", f"frames={steps}", f"run_dir={run_dir}",
                   "progress=false", "checkpoint_every=25000", *suite["common"],
                   *suite["per_algo"].get(algo, [])]
             if (run_dir / "config.yaml").exists():
-                ov = [f"resume={run_dir}", f"steps={steps}", "progress=false"]
+                ov = [f"resume={run_dir}", f"frames={steps}", "progress=false"]
             queue.append((run_dir, ov))
     running: list[tuple[subprocess.Popen, Path, float]] = []
     while queue or running:
@@ -112,7 +112,9 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _rows(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    from fluxrl.logger import read_jsonl  # reads the ``step`` column of older records as ``frame``
+
+    return read_jsonl(path)
 
 
 def report(args: argparse.Namespace) -> None:
@@ -163,7 +165,7 @@ REFERENCE = ROOT / "benchmarks" / "results" / "reference"
 def _curves(run: Path) -> tuple[np.ndarray, np.ndarray]:
     """``(steps [T], returns [seeds, T])`` of a run's per-seed ``eval.jsonl`` files, cut to the
     evaluation steps every seed has."""
-    evals = [{r["step"]: r["return_mean"] for r in _rows(p)}
+    evals = [{r["frame"]: r["return_mean"] for r in _rows(p)}
              for p in sorted(run.glob("seed_*/eval.jsonl"))]
     if not evals:
         raise SystemExit(f"no seed_*/eval.jsonl under {run}")

@@ -19,8 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from fluxrl.config import compose, resolve
-from fluxrl.train.off_policy import transition_dict
-from fluxrl.train.run import build
+from fluxrl.train.off_policy import OffPolicyProgram, transition_dict
 
 
 def main() -> None:
@@ -33,8 +32,10 @@ def main() -> None:
     args = p.parse_args()
     cfg = resolve(compose([f"algo={args.algo}", f"algo.actor.width={args.width}",
                            f"algo.critic.width={args.width}", f"seeds={args.seeds}",
-                           "env=gym/HalfCheetah-v5", "steps=1000000"]))
-    ids, env, prog = build(cfg)
+                           "env=gym/HalfCheetah-v5", "frames=1000000"]))
+    ids = [cfg.seed + k for k in range(cfg.seeds)]
+    program = OffPolicyProgram(cfg, ids)
+    env, prog = program.env, program.programs
     state = prog.init(jnp.stack([jax.random.PRNGKey(s) for s in ids]))
     obs, action = env.reset(), env.random_actions()
     for _ in range(300):

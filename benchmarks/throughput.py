@@ -79,14 +79,15 @@ def run_one(name: str, iters: int) -> dict:
 
     from fluxrl.config import compose, resolve
     from fluxrl.flops import matmul_flops
-    from fluxrl.train.off_policy import transition_dict
-    from fluxrl.train.run import build
+    from fluxrl.train.off_policy import OffPolicyProgram, transition_dict
 
     overrides, seeds, most, rates = CONFIGS[name]
     iters = min(iters, most or iters)
-    cfg = resolve(compose(overrides + [f"env={ENV}", f"seeds={seeds}", "batch_size=256",
-                                       "steps=1000000"]))
-    ids, env, prog = build(cfg)
+    cfg = resolve(compose(overrides + [f"env={ENV}", f"seeds={seeds}", "off_policy.batch_size=256",
+                                       "frames=1000000"]))
+    ids = [cfg.seed + k for k in range(cfg.seeds)]
+    program = OffPolicyProgram(cfg, ids)  # the trainer's program; time its jitted step
+    env, prog = program.env, program.programs
     state = prog.init(jnp.stack([jax.random.PRNGKey(s) for s in ids]))
     obs = env.reset()
     action = env.random_actions()

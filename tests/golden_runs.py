@@ -30,11 +30,14 @@ RUNS: dict[str, list[str]] = {
     "dacer-invpend": ["algo=dacer", "env=gym/InvertedPendulum-v5", *SMALL_CHAIN,
                       "algo.entropy_samples=16", "algo.alpha_every=200"],
 }
+#: the config keys of the budget's names (before issue 9: steps, warmup, batch_size)
+KEYS = {"frames": "frames", "warmup": "off_policy.warmup_frames",
+        "batch_size": "off_policy.batch_size"}
 #: frames, warm-up frames, evaluation and logging cadence (frames)
 BUDGET = {"frames": 2000, "warmup": 600, "eval_every": 500, "log_every": 250}
 
 
-def overrides(name: str, run_dir: Path, keys: dict[str, str]) -> list[str]:
+def overrides(name: str, run_dir: Path, keys: dict[str, str] = KEYS) -> list[str]:
     """The overrides of run ``name``; ``keys`` maps the budget's names to the config's keys."""
     budget = [f"<{k}>={v}" for k, v in BUDGET.items()]
     out = []
@@ -51,9 +54,15 @@ def curves(run_dir: Path, seeds: int = 2, first_seed: int = 0) -> dict:
     out = {}
     for s in range(first_seed, first_seed + seeds):
         d = Path(run_dir) / f"seed_{s}"
-        out[str(s)] = {kind: [json.loads(x) for x in (d / f"{kind}.jsonl").read_text().splitlines()]
+        out[str(s)] = {kind: [_frame_first(json.loads(x))
+                              for x in (d / f"{kind}.jsonl").read_text().splitlines()]
                        for kind in ("eval", "train")}
     return out
+
+
+def _frame_first(row: dict) -> dict:
+    """Rows written before issue 9 name the frame column ``step``; compare them as ``frame``."""
+    return {"frame": row.pop("step"), **row} if "step" in row else row
 
 
 def record(train, compose, keys: dict[str, str]) -> dict:
@@ -71,6 +80,6 @@ if __name__ == "__main__" and sys.argv[1:] == ["record"]:
     from fluxrl.config import compose
     from fluxrl.train.run import train
 
-    data = record(train, compose, {"frames": "steps"})  # the budget key before issue 9
+    data = record(train, compose, KEYS)
     DATA.write_text(json.dumps(data, indent=1) + "\n")
     print(f"wrote {DATA}")

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fluxrl.agents.base import make_agent
+from fluxrl.agents.registry import make_agent
 from fluxrl.config import compose, resolve
 from fluxrl.envs import make_env
 from fluxrl.errors import FluxError

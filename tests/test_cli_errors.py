@@ -14,8 +14,8 @@ from fluxrl.config import compose, resolve, to_dict
 
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
 #: A valid, tiny run: if a guard under test were missing, the command would finish quickly.
-QUICK = ["env=gym/Pendulum-v1", "steps=100", "warmup=100", "batch_size=16", "eval_every=100",
-         "eval_episodes=1", "algo.actor.width=8", "algo.critic.width=8", "progress=false",
+QUICK = ["env=gym/Pendulum-v1", "frames=120", "off_policy.warmup_frames=100",
+         "off_policy.batch_size=16", "eval_every=100", "eval_episodes=1", "algo.actor.width=8", "algo.critic.width=8", "progress=false",
          "tensorboard=false", "plot=false"]
 
 
@@ -41,7 +41,8 @@ def assert_user_error(proc: subprocess.CompletedProcess) -> str:
     (["foo=1"], "'foo'"),
     (["algo.lr_actorr=1"], "lr_actorr"),
     (["seeds=abc"], "seeds"),
-    (["steps=0"], "steps"),
+    (["frames=0"], "frames"),
+    (["steps=1000"], "steps is now frames; write frames=1000"),
     (["steps"], "key=value"),
 ])
 def test_train_bad_config(tmp_path, overrides, expect):
@@ -89,11 +90,28 @@ def _write_saved_config(run_dir: Path) -> None:
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
-def test_resume_from_run_without_checkpoint(tmp_path):
+def test_resume_from_run_without_checkpoint_starts_it_again(tmp_path):
+    """A run killed before its first checkpoint: resume= says so in one line and starts over."""
     run = tmp_path / "run"
-    _write_saved_config(run)
-    line = assert_user_error(run_cli("train", f"resume={run}", cwd=tmp_path))
-    assert "no checkpoint" in line
+    run.mkdir()
+    cfg = resolve(compose(QUICK))
+    (run / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    proc = run_cli("train", f"resume={run}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "no intact checkpoint" in proc.stderr and "starting it again" in proc.stderr
+    assert (run / "checkpoints").is_dir() and (run / "seed_0" / "eval.jsonl").exists()
+
+
+def test_rerunning_the_same_command_with_resume_appended_is_accepted(tmp_path):
+    """Only a real change is refused: the original command line plus resume= continues."""
+    run = tmp_path / "run"
+    first = run_cli("train", *QUICK, f"run_dir={run}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    again = run_cli("train", *QUICK, f"run_dir={run}", f"resume={run}", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "already reached its budget" in again.stderr
+    line = assert_user_error(run_cli("train", *QUICK, f"resume={run}", "seeds=2", cwd=tmp_path))
+    assert "cannot change seeds (1 -> 2)" in line
 
 
 def test_eval_directory_without_run(tmp_path):
@@ -117,16 +135,26 @@ def test_plot_missing_directory(tmp_path):
 
 def test_existing_run_dir_is_refused_untouched(tmp_path):
     run = tmp_path / "run"
-    run.mkdir()
-    content = "env: gym/Pendulum-v1\n# written by the test, must survive\n"
-    (run / "config.yaml").write_text(content)
+    first = run_cli("train", *QUICK, f"run_dir={run}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
     (run / "notes.txt").write_text("keep")
-    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
     line = assert_user_error(run_cli("train", *QUICK, f"run_dir={run}", cwd=tmp_path))
     assert "already holds a run" in line and f"resume={run}" in line
-    assert (run / "config.yaml").read_text() == content
     assert (run / "notes.txt").read_text() == "keep"
-    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+
+
+def test_a_run_dir_without_checkpoint_is_taken_over(tmp_path):
+    """A directory whose run died before its first checkpoint can simply be started again."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("env: gym/Pendulum-v1\n")
+    (run / "notes.txt").write_text("keep")
+    proc = run_cli("train", *QUICK, f"run_dir={run}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "stopped before its first checkpoint; starting over" in proc.stderr
+    assert (run / "notes.txt").read_text() == "keep"
 
 
 def test_unbuildable_gym_env_is_a_user_error(tmp_path):

@@ -31,7 +31,7 @@ def test_defaults_are_gym_paper_settings():
     cfg = cfg_of()
     assert isinstance(cfg.algo, SACConfig)
     assert cfg.env.startswith("gym/")
-    assert (cfg.batch_size, cfg.warmup, cfg.action_repeat) == (256, 5000, 1)
+    assert (cfg.off_policy.batch_size, cfg.off_policy.warmup_frames, cfg.action_repeat) == (256, 5000, 1)
     for net in (cfg.algo.actor, cfg.algo.critic):
         assert (net.backbone, net.width, net.depth, net.act) == ("mlp", 256, 2, "relu")
     assert cfg.algo.num_critics == 2 and cfg.algo.discount == 0.99 and cfg.algo.tau == 0.005
@@ -40,24 +40,25 @@ def test_defaults_are_gym_paper_settings():
 def test_dmc_env_gets_dmc_paper_settings():
     cfg = cfg_of("env=dmc/cheetah-run")
     assert cfg.env == "dmc/cheetah-run"
-    assert (cfg.batch_size, cfg.warmup, cfg.action_repeat) == (512, 10_000, 2)
+    assert (cfg.off_policy.batch_size, cfg.off_policy.warmup_frames, cfg.action_repeat) == (512, 10_000, 2)
     for net in (cfg.algo.actor, cfg.algo.critic):
         assert (net.width, net.depth, net.act) == (512, 3, "elu")
 
 
 def test_explicit_values_beat_suite_defaults():
-    cfg = cfg_of("env=dmc/cheetah-run", "batch_size=128", "algo.actor.width=64", "action_repeat=4")
-    assert cfg.batch_size == 128 and cfg.action_repeat == 4
-    assert cfg.warmup == 10_000  # untouched fields still take the DMC default
+    cfg = cfg_of("env=dmc/cheetah-run", "off_policy.batch_size=128", "algo.actor.width=64", "action_repeat=4")
+    assert cfg.off_policy.batch_size == 128 and cfg.action_repeat == 4
+    assert cfg.off_policy.warmup_frames == 10_000  # untouched fields still take the DMC default
     assert (cfg.algo.actor.width, cfg.algo.actor.depth, cfg.algo.actor.act) == (64, 3, "elu")
     assert cfg.algo.critic.width == 512
 
 
 def test_compose_leaves_suite_fields_unset_and_resolve_is_pure():
     raw = compose(["env=dmc/cheetah-run"])
-    assert raw.batch_size is None and raw.algo.actor.width is None
+    assert raw.off_policy.batch_size is None and raw.algo.actor.width is None
     once = resolve(raw)
-    assert raw.batch_size is None and raw.algo.actor.width is None, "resolve mutated its input"
+    assert raw.off_policy.batch_size is None and raw.algo.actor.width is None, \
+        "resolve mutated its input"
     assert resolve(once) == once
 
 
@@ -79,10 +80,10 @@ def test_nested_override_before_group_choice_still_applies():
 
 
 def test_top_level_overrides_are_typed():
-    cfg = cfg_of("seeds=3", "steps=20000", "env=gym/Hopper-v5", "algo.critic.layer_norm=true",
+    cfg = cfg_of("seeds=3", "frames=20000", "env=gym/Hopper-v5", "algo.critic.layer_norm=true",
                  "algo.num_critics=5")
     assert cfg.seeds == 3 and isinstance(cfg.seeds, int)
-    assert cfg.steps == 20_000 and cfg.env == "gym/Hopper-v5"
+    assert cfg.frames == 20_000 and cfg.env == "gym/Hopper-v5"
     assert cfg.algo.critic.layer_norm is True and cfg.algo.num_critics == 5
 
 
@@ -102,8 +103,25 @@ def test_unknown_algorithm_suggests_sac():
 
 
 def test_unknown_top_level_key_lists_options():
-    msg = error_of("stepz=10")
-    assert "'stepz'" in msg and "steps" in msg
+    msg = error_of("framez=10")
+    assert "'framez'" in msg and "frames" in msg
+
+
+@pytest.mark.parametrize("old,new", [
+    ("steps", "frames"), ("warmup", "off_policy.warmup_frames"),
+    ("batch_size", "off_policy.batch_size"), ("buffer_size", "off_policy.buffer_size"),
+    ("updates_per_step", "off_policy.updates_per_step"),
+])
+def test_keys_of_earlier_versions_name_their_new_place(old, new):
+    msg = error_of(f"{old}=100")
+    assert msg == f"{old} is now {new}; write {new}=100"
+
+
+def test_trainer_values_that_would_train_nothing_or_oversize_the_batch():
+    msg = error_of("frames=5000", "off_policy.warmup_frames=5000")
+    assert "never update" in msg and "frames=5000" in msg
+    msg = error_of("off_policy.batch_size=512", "off_policy.buffer_size=100")
+    assert "exceeds off_policy.buffer_size=100" in msg
 
 
 def test_unknown_nested_key_is_named():
@@ -123,9 +141,9 @@ def test_wrong_type_names_key_and_expected_type(value):
 
 
 @pytest.mark.parametrize("override,key", [
-    ("steps=0", "steps"), ("steps=-5", "steps"), ("seeds=0", "seeds"),
-    ("eval_episodes=0", "eval_episodes"), ("batch_size=-1", "batch_size"),
-    ("updates_per_step=0", "updates_per_step"),
+    ("frames=0", "frames"), ("frames=-5", "frames"), ("seeds=0", "seeds"),
+    ("eval_episodes=0", "eval_episodes"), ("off_policy.batch_size=-1", "batch_size"),
+    ("off_policy.updates_per_step=0", "updates_per_step"),
 ])
 def test_non_positive_budgets(override, key):
     msg = error_of(override)
@@ -134,9 +152,9 @@ def test_non_positive_budgets(override, key):
 
 
 def test_negative_warmup_and_too_short_warmup():
-    assert "warmup must be zero or positive" in error_of("warmup=-1")
-    msg = error_of("warmup=10")
-    assert "warmup>=256" in msg
+    assert "warmup_frames must be zero or positive" in error_of("off_policy.warmup_frames=-1")
+    msg = error_of("off_policy.warmup_frames=10")
+    assert "off_policy.warmup_frames>=256" in msg
 
 
 @pytest.mark.parametrize("env,suggestion", [

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fluxrl.agents import get_algo
+from fluxrl.agents.registry import get_algo
 from fluxrl.agents.reparam.dacer import DACERConfig, dacer_actor_loss
 from fluxrl.config import compose, resolve
 from fluxrl.envs import EnvSpec
@@ -250,8 +250,8 @@ def test_dacer_learns_pendulum(tmp_path):
     two beats -800."""
     overrides = ["env=gym/Pendulum-v1", "algo=dacer", "algo.actor.width=64", "algo.actor.depth=2",
                  "algo.critic.width=64", "algo.diffusion_steps=5", "algo.lr_critic=3e-4",
-                 "algo.alpha_every=1000", "algo.entropy_samples=64", "seeds=2", "steps=6000",
-                 "warmup=1000", "eval_every=2000", "eval_episodes=5", "checkpoint_every=0",
+                 "algo.alpha_every=1000", "algo.entropy_samples=64", "seeds=2", "frames=6000",
+                 "off_policy.warmup_frames=1000", "eval_every=2000", "eval_episodes=5", "checkpoint_every=0",
                  "progress=false", "tensorboard=false", "plot=false", f"run_dir={tmp_path / 'd'}"]
     result = train(compose(overrides), overrides)
     first, final = result.eval_returns[0], result.eval_returns[-1]

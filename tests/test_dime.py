@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fluxrl.agents import get_algo
 from fluxrl.agents.common import generative_actor
+from fluxrl.agents.registry import get_algo
 from fluxrl.agents.reparam.dime import DIMEConfig, dime_actor_loss, squashed_chain
 from fluxrl.config import compose, resolve
 from fluxrl.envs import make_env
@@ -208,8 +208,8 @@ def test_dime_learns_pendulum(tmp_path):
     -197, -97, -199, -150, -148, -202). The bounds leave room: each seed gains 600 and beats
     -700, and the mean beats -450."""
     overrides = ["env=gym/Pendulum-v1", "algo=dime", "algo.actor.width=64", "algo.actor.depth=2",
-                 "algo.critic.width=64", "algo.diffusion_steps=5", "seeds=2", "steps=8000",
-                 "warmup=1000", "eval_every=2000", "eval_episodes=5", "checkpoint_every=0",
+                 "algo.critic.width=64", "algo.diffusion_steps=5", "seeds=2", "frames=8000",
+                 "off_policy.warmup_frames=1000", "eval_every=2000", "eval_episodes=5", "checkpoint_every=0",
                  "progress=false", "tensorboard=false", "plot=false", f"run_dir={tmp_path / 'd'}"]
     result = train(compose(overrides), overrides)
     first, final = result.eval_returns[0], result.eval_returns[-1]

@@ -3,15 +3,16 @@
 from pathlib import Path
 
 from fluxrl import config as C
-from fluxrl.docs import configuration_markdown, fields_with_docs
+from fluxrl.docs import fields_with_docs, generated_docs, repo_docs_dir, stale_docs, write_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_configuration_reference_in_sync():
-    assert (ROOT / "docs" / "configuration.md").read_text() == configuration_markdown(), (
-        "regenerate: python -c \"from fluxrl.docs import configuration_markdown as c; "
-        "open('docs/configuration.md','w').write(c())\"")
+def test_generated_docs_in_sync():
+    """docs/configuration.md, docs/taxonomy.md, ... (the list of ``generated_docs``) are current."""
+    assert repo_docs_dir() == ROOT / "docs"
+    stale = [p.name for p in stale_docs(ROOT / "docs")]
+    assert not stale, f"generated docs out of date: {', '.join(stale)}; run: fluxrl docs"
 
 
 def test_every_config_field_is_documented():
@@ -23,16 +24,25 @@ def test_every_config_field_is_documented():
         assert names == documented, f"{cls.__name__}: undocumented {names - documented}"
 
 
-def test_taxonomy_page_in_sync():
-    from fluxrl.taxonomy import taxonomy_markdown
+def test_docs_command_writes_and_checks(tmp_path):
+    """``fluxrl docs --check`` lists stale pages and writes nothing; ``fluxrl docs`` fixes them."""
+    from fluxrl.cli import main
 
-    assert (ROOT / "docs" / "taxonomy.md").read_text() == taxonomy_markdown(), (
-        "regenerate: python -c \"from fluxrl.taxonomy import taxonomy_markdown as t; "
-        "open('docs/taxonomy.md','w').write(t())\"")
+    names = set(generated_docs())
+    assert {"configuration.md", "taxonomy.md"} <= names
+    (tmp_path / "taxonomy.md").write_text("old\n")
+    assert main(["docs", "--check", "--out", str(tmp_path)]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taxonomy.md"]
+    assert (tmp_path / "taxonomy.md").read_text() == "old\n"
+    assert main(["docs", "--out", str(tmp_path)]) == 0
+    assert {p.name for p in tmp_path.iterdir()} == names
+    assert stale_docs(tmp_path) == []
+    assert main(["docs", "--check", "--out", str(tmp_path)]) == 0
+    assert write_docs(tmp_path) == []
 
 
 def test_registered_algorithms_sit_in_their_cells():
-    from fluxrl.agents import REGISTRY, get_algo
+    from fluxrl.agents.registry import REGISTRY, get_algo
     from fluxrl.taxonomy import CELLS, GUIDANCE
 
     get_algo("sac")

@@ -13,9 +13,8 @@ import numpy as np
 import optax
 import pytest
 
-from fluxrl.agents import get_algo
-from fluxrl.agents.base import make_agent
 from fluxrl.agents.common import critic_step, generative_actor
+from fluxrl.agents.registry import get_algo, make_agent
 from fluxrl.agents.weighted_matching.dpmd import (
     DPMDConfig,
     dpmd_weights,
@@ -37,8 +36,8 @@ TINY = ["algo=dpmd", "env=gym/Pendulum-v1", "algo.actor.width=16", "algo.critic.
 #: the learning test's reductions (see its docstring)
 LEARN = ["algo.actor.width=64", "algo.actor.depth=2", "algo.critic.width=64", "algo.time_dim=16",
          "algo.obs_encoder_width=32", "algo.diffusion_steps=5", "algo.num_particles=8",
-         "algo.target_kl=1.0", "algo.refresh_every=250", "batch_size=128", "steps=8000",
-         "warmup=1000"]
+         "algo.target_kl=1.0", "algo.refresh_every=250", "off_policy.batch_size=128", "frames=8000",
+         "off_policy.warmup_frames=1000"]
 
 
 def tiny(*extra: str):

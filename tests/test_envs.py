@@ -234,13 +234,41 @@ def test_vec_env_marks_termination_and_resets_hopper():
 # --- exact state round-trips ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["gym/Hopper-v5", "gym/Pendulum-v1", "dmc/cheetah-run"])
-def test_get_set_state_is_bit_exact(name):
+def through_disk(state, tmp_path):
+    """``state`` after a checkpoint's json + npz round trip (no pickle)."""
+    from fluxrl.train.checkpoint import read_host, write_host
+
+    d = tmp_path / "host"
+    d.mkdir(exist_ok=True)
+    write_host(d, {"env": state})
+    return read_host(d)["env"]
+
+
+def rollout_auto(env, actions):
+    """Like :func:`rollout`, resetting (unseeded, as VecEnv does) after each episode end."""
+    out = []
+    for a in actions:
+        o, r, term, trunc = env.step(a)
+        out.append((o, r, term, trunc))
+        if term or trunc:
+            out.append((env.reset(), 0.0, False, False))
+    return out
+
+
+ROUND_TRIP = ["gym/Hopper-v5", "gym/Pendulum-v1", "gym/MountainCarContinuous-v0",
+              "dmc/cheetah-run", "dmc/cartpole-balance", "dmc/reacher-easy"]
+
+
+@pytest.mark.parametrize("disk", [False, True], ids=["memory", "json+npz"])
+@pytest.mark.parametrize("name", ROUND_TRIP)
+def test_get_set_state_is_bit_exact(name, disk, tmp_path):
     rng = np.random.default_rng(0)
     env = make_env(name)
     env.reset(seed=3)
     rollout(env, rng.uniform(-1, 1, (7, env.spec.act_dim)))
     state = env.get_state()
+    if disk:
+        state = through_disk(state, tmp_path)
     actions = rng.uniform(-1, 1, (15, env.spec.act_dim))
     reference = rollout(env, actions)
 
@@ -303,3 +331,51 @@ def test_vec_env_state_round_trip_includes_random_actions():
         np.testing.assert_array_equal(oa, ob)
         np.testing.assert_array_equal(ta.reward, tb.reward)
     np.testing.assert_array_equal(a.ep_length, b.ep_length)
+
+
+@pytest.mark.parametrize("name", ["dmc/cartpole-balance", "dmc/reacher-easy", "gym/Pendulum-v1"])
+def test_state_restores_into_never_reset_env_across_episode_end(name, tmp_path):
+    """What a resumed run does: a fresh env that never saw reset gets the saved state (after a
+    json+npz round trip) and steps on through the time limit and the unseeded reset after it."""
+    env = make_env(name)
+    env.reset(seed=5)
+    limit = env.spec.max_episode_steps
+    rollout(env, np.zeros((limit - 3, env.spec.act_dim)))
+    state = through_disk(env.get_state(), tmp_path)
+    actions = np.random.default_rng(2).uniform(-1, 1, (10, env.spec.act_dim))
+    reference = rollout_auto(env, actions)
+    assert any(trunc for *_, trunc in reference), "the rollout must cross the time limit"
+
+    fresh = make_env(name)
+    fresh.set_state(state)
+    assert_same_rollout(rollout_auto(fresh, actions), reference)
+
+
+def test_dmc_state_restores_the_task_model_changes():
+    """reacher moves its target inside the MjModel at every reset; the state carries that."""
+    env = make_env("dmc/reacher-easy")
+    env.reset(seed=1)
+    state = env.get_state()
+    assert "geom_pos" in state["model"]
+    fresh = make_env("dmc/reacher-easy")
+    fresh.reset(seed=2)
+    assert not np.array_equal(fresh._env.physics.model.geom_pos, env._env.physics.model.geom_pos)
+    fresh.set_state(state)
+    np.testing.assert_array_equal(fresh._env.physics.model.geom_pos,
+                                  env._env.physics.model.geom_pos)
+
+
+def test_vec_env_state_survives_json_npz(tmp_path):
+    a = make_vec_env("dmc/cartpole-balance", [0, 1])
+    a.reset()
+    for _ in range(3):
+        a.step(a.random_actions())
+    state = through_disk(a.get_state(), tmp_path)
+    b = make_vec_env("dmc/cartpole-balance", [0, 1])
+    b.set_state(state)
+    for _ in range(5):
+        ra, rb = a.random_actions(), b.random_actions()
+        np.testing.assert_array_equal(ra, rb)
+        (ta, oa), (tb, ob) = a.step(ra), b.step(rb)
+        np.testing.assert_array_equal(oa, ob)
+        np.testing.assert_array_equal(ta.reward, tb.reward)

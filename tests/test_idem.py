@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fluxrl.agents import get_algo
 from fluxrl.agents.q_guidance.idem import SUPPORTED_MODELS, IDEMConfig, idem_actor_loss
+from fluxrl.agents.registry import get_algo
 from fluxrl.config import compose, resolve
 from fluxrl.envs import make_env
 from fluxrl.errors import FluxError
@@ -234,7 +234,7 @@ def test_idem_learns_pendulum(tmp_path):
     and beat -900, and the mean beat -600."""
     overrides = ["env=gym/Pendulum-v1", "algo=idem", "algo.actor.width=64", "algo.actor.depth=2",
                  "algo.critic.width=64", "algo.diffusion_steps=5", "algo.num_reverse_samples=16",
-                 "seeds=2", "steps=12000", "warmup=1000", "eval_every=2000", "eval_episodes=5",
+                 "seeds=2", "frames=12000", "off_policy.warmup_frames=1000", "eval_every=2000", "eval_episodes=5",
                  "checkpoint_every=0", "progress=false", "tensorboard=false", "plot=false",
                  f"run_dir={tmp_path / 'i'}"]
     result = train(compose(overrides), overrides)

@@ -29,9 +29,9 @@ class FakeWandb(types.ModuleType):
         self.calls.append(("finish",))
 
 
-def _log_some(run_dir, seeds, resume_step=None, wandb=False, start=1):
+def _log_some(run_dir, seeds, resume_frame=None, wandb=False, start=1):
     lg = RunLogger(run_dir, seeds, tensorboard=True, wandb=wandb, wandb_project="p",
-                   config={"a": 1}, resume_step=resume_step)
+                   config={"a": 1}, resume_frame=resume_frame)
     for k in range(start, 5):
         lg.train(k * 100, {"critic_loss": np.array([k, 10 * k], float)[: len(seeds)]})
         lg.eval(k * 100, np.full((len(seeds), 3), float(k)), np.full((len(seeds), 3), 7))
@@ -41,10 +41,10 @@ def _log_some(run_dir, seeds, resume_step=None, wandb=False, start=1):
 def test_jsonl_and_tensorboard_per_seed(tmp_path):
     _log_some(tmp_path, [3, 4])
     rows = read_jsonl(tmp_path / "seed_4" / "train.jsonl")
-    assert [r["step"] for r in rows] == [100, 200, 300, 400]
+    assert [r["frame"] for r in rows] == [100, 200, 300, 400]
     assert [r["critic_loss"] for r in rows] == [10, 20, 30, 40]
     ev = read_jsonl(tmp_path / "seed_3" / "eval.jsonl")
-    assert ev[1] == {"step": 200, "return_mean": 2.0, "return_std": 0.0, "length_mean": 7.0}
+    assert ev[1] == {"frame": 200, "return_mean": 2.0, "return_std": 0.0, "length_mean": 7.0}
     for s in (3, 4):
         events = list((tmp_path / "tb" / f"seed_{s}").glob("events.out.tfevents.*"))
         assert events and events[0].stat().st_size > 100
@@ -52,8 +52,8 @@ def test_jsonl_and_tensorboard_per_seed(tmp_path):
 
 def test_resume_truncates_rows_after_the_checkpoint(tmp_path):
     _log_some(tmp_path, [0])
-    _log_some(tmp_path, [0], resume_step=200, start=3)  # crashed after 400, resumed from 200
-    steps = [r["step"] for r in read_jsonl(tmp_path / "seed_0" / "eval.jsonl")]
+    _log_some(tmp_path, [0], resume_frame=200, start=3)  # crashed after 400, resumed from 200
+    steps = [r["frame"] for r in read_jsonl(tmp_path / "seed_0" / "eval.jsonl")]
     assert steps == [100, 200, 300, 400]
 
 
@@ -82,3 +82,22 @@ def test_plot_two_runs_and_curves(tmp_path):
     assert rets.mean(0).tolist() == [1.5, 3.0, 4.5]
     out = plot_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "c.png")
     assert out.stat().st_size > 5000
+
+
+def _tb_steps(run_dir, seed: int, tag: str) -> list[int]:
+    """The steps TensorBoard itself shows for ``tag`` (its reader applies purge events)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tb" / f"seed_{seed}"))
+    acc.Reload()
+    return [e.step for e in acc.Scalars(tag)]
+
+
+def test_resuming_a_finished_run_keeps_its_tensorboard_points(tmp_path):
+    """A resume at the final checkpoint (frame 400) must not purge the point logged at 400."""
+    _log_some(tmp_path, [0])
+    RunLogger(tmp_path, [0], tensorboard=True, wandb=False, wandb_project="p", config={},
+              resume_frame=400).close()
+    assert _tb_steps(tmp_path, 0, "eval/return_mean") == [100, 200, 300, 400]
+    _log_some(tmp_path, [0], resume_frame=200, start=3)  # a crash after 400, resumed from 200
+    assert _tb_steps(tmp_path, 0, "eval/return_mean") == [100, 200, 300, 400]

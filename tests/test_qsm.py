@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fluxrl.agents import get_algo
 from fluxrl.agents.q_guidance.qsm import QSMConfig, qsm_actor_loss
+from fluxrl.agents.registry import get_algo
 from fluxrl.config import compose, resolve
 from fluxrl.envs import make_env
 from fluxrl.errors import FluxError
@@ -187,8 +187,8 @@ def test_qsm_learns_pendulum(tmp_path):
     -1200 to -1500. QSM is still climbing at 6K frames (5K frames: -202 / -826), so the bounds below
     leave room: each seed gains 400 and beats -1000, and the mean beats -600."""
     overrides = ["env=gym/Pendulum-v1", "algo=qsm", "algo.actor.width=64", "algo.actor.depth=2",
-                 "algo.critic.width=64", "algo.diffusion_steps=5", "seeds=2", "steps=6000",
-                 "warmup=1000", "eval_every=2000", "eval_episodes=5", "checkpoint_every=0",
+                 "algo.critic.width=64", "algo.diffusion_steps=5", "seeds=2", "frames=6000",
+                 "off_policy.warmup_frames=1000", "eval_every=2000", "eval_episodes=5", "checkpoint_every=0",
                  "progress=false", "tensorboard=false", "plot=false", f"run_dir={tmp_path / 'q'}"]
     result = train(compose(overrides), overrides)
     first, final = result.eval_returns[0], result.eval_returns[-1]

@@ -11,9 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fluxrl.agents import get_algo
-from fluxrl.agents.base import make_agent
 from fluxrl.agents.common import generative_actor
+from fluxrl.agents.registry import get_algo, make_agent
 from fluxrl.agents.weighted_matching.qvpo import QVPOConfig, qvpo_targets
 from fluxrl.config import compose, resolve
 from fluxrl.envs import make_env
@@ -243,7 +242,7 @@ def test_qvpo_learns_pendulum(tmp_path):
     to -1500. Bounds: each seed gains 500 and beats -900, and the mean beats -700."""
     overrides = ["env=gym/Pendulum-v1", "algo=qvpo", "algo.actor.width=64", "algo.critic.width=64",
                  "algo.time_dim=16", "algo.obs_encoder_width=32", "algo.diffusion_steps=5",
-                 "algo.train_samples=16", "batch_size=128", "seeds=2", "steps=8000", "warmup=1000",
+                 "algo.train_samples=16", "off_policy.batch_size=128", "seeds=2", "frames=8000", "off_policy.warmup_frames=1000",
                  "eval_every=2000", "eval_episodes=5", "checkpoint_every=0", "progress=false",
                  "tensorboard=false", "plot=false", f"run_dir={tmp_path / 'q'}"]
     result = train(compose(overrides), overrides)

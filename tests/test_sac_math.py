@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fluxrl.agents import get_algo
 from fluxrl.agents.baselines.sac import tanh_gaussian_sample
 from fluxrl.agents.common import soft_update, td_target
+from fluxrl.agents.registry import get_algo
 from fluxrl.config import compose, resolve
 from fluxrl.envs import make_env
 

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fluxrl.agents import get_algo
+from fluxrl.agents.registry import get_algo
 from fluxrl.agents.weighted_matching.sdac import SUPPORTED_MODELS, SDACConfig, sdac_actor_loss
 from fluxrl.config import compose, resolve
 from fluxrl.envs import make_env
@@ -273,7 +273,7 @@ def test_sdac_learns_pendulum(tmp_path):
     gains 400 and beats -1000, and the mean beats -800 (the worst pair of seeds above: -672)."""
     overrides = ["env=gym/Pendulum-v1", "algo=sdac", "algo.actor.width=64", "algo.actor.depth=2",
                  "algo.critic.width=64", "algo.diffusion_steps=5", "algo.num_reverse_samples=32",
-                 "seeds=2", "steps=8000", "warmup=1000", "eval_every=2000", "eval_episodes=5",
+                 "seeds=2", "frames=8000", "off_policy.warmup_frames=1000", "eval_every=2000", "eval_episodes=5",
                  "checkpoint_every=0", "progress=false", "tensorboard=false", "plot=false",
                  f"run_dir={tmp_path / 's'}"]
     result = train(compose(overrides), overrides)

@@ -36,7 +36,7 @@ def _rows(run_dir: Path, seed: int, kind: str = "eval") -> list[dict]:
 
 def test_seed_in_group_follows_seed_alone(tmp_path):
     """Seed 3 trained inside a group of five follows seed 3 trained alone (300 updates)."""
-    budget = ["steps=600", "warmup=300", "eval_every=300", "log_every=100"]
+    budget = ["frames=600", "off_policy.warmup_frames=300", "eval_every=300", "log_every=100"]
     group = _run(tmp_path, "group", budget + ["seed=0", "seeds=5"])
     alone = _run(tmp_path, "alone", budget + ["seed=3", "seeds=1"])
     p_group = jax.tree.map(lambda x: np.asarray(x)[3], group.state.agent)
@@ -59,7 +59,7 @@ def test_seed_in_group_follows_seed_alone(tmp_path):
     assert not np.allclose(jax.tree.leaves(other)[0], jax.tree.leaves(p_alone.actor)[0])
     for kind in ("train", "eval"):
         g, a = _rows(group.run_dir, 3, kind), _rows(alone.run_dir, 3, kind)
-        assert [r["step"] for r in g] == [r["step"] for r in a]
+        assert [r["frame"] for r in g] == [r["frame"] for r in a]
         for rg, ra in zip(g, a, strict=True):
             for k in ra:
                 np.testing.assert_allclose(rg[k], ra[k], rtol=1e-3, atol=1e-3, err_msg=k)
@@ -78,7 +78,7 @@ def _wait_for_checkpoint(run_dir: Path, frame: int, proc: subprocess.Popen, time
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     """kill -9 mid-run, resume, and the evaluation curve equals an uninterrupted run's."""
-    budget = ["steps=3000", "warmup=500", "eval_every=500", "checkpoint_every=1000",
+    budget = ["frames=3000", "off_policy.warmup_frames=500", "eval_every=500", "checkpoint_every=1000",
               "log_every=250", "seeds=2"]
     full = _run(tmp_path, "full", budget)
     run_dir = tmp_path / "killed"
@@ -98,7 +98,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     assert out.returncode == 0, out.stderr
     for seed in (0, 1):
         resumed, ref = _rows(run_dir, seed), _rows(full.run_dir, seed)
-        assert [r["step"] for r in resumed] == [r["step"] for r in ref] == list(range(500, 3001, 500))
+        assert [r["frame"] for r in resumed] == [r["frame"] for r in ref] == list(range(500, 3001, 500))
         assert [r["return_mean"] for r in resumed] == [r["return_mean"] for r in ref]
         assert _rows(run_dir, seed, "train") == _rows(full.run_dir, seed, "train")
 
@@ -120,12 +120,13 @@ gymnasium.register("NanPendulum-v0", entry_point=NanAfter, max_episode_steps=200
 
 
 def test_nan_loss_stops_run_and_keeps_last_good_checkpoint(tmp_path):
-    overrides = SMALL + [f"run_dir={tmp_path / 'nan'}", "env=gym/NanPendulum-v0", "steps=2000",
-                         "warmup=300", "checkpoint_every=500", "log_every=50", "eval_every=5000"]
+    overrides = SMALL + [f"run_dir={tmp_path / 'nan'}", "env=gym/NanPendulum-v0", "frames=2000",
+                         "off_policy.warmup_frames=300", "checkpoint_every=500", "log_every=50", "eval_every=5000"]
     with pytest.raises(TrainingDiverged) as info:
         train(compose(overrides), overrides)
     msg = str(info.value)
-    assert "critic_loss" in msg and "checkpoint (frame 500)" in msg and "\n" not in msg
+    assert "critic_loss" in msg and "newest checkpoint is frame 500" in msg and "\n" not in msg
+    assert "resume=" in msg and "algo.lr_critic=" in msg
     assert checkpoint.latest_step(tmp_path / "nan") == 500
     steps = sorted(p.name for p in (tmp_path / "nan" / "checkpoints").iterdir())
     assert "1000" not in steps
@@ -136,7 +137,7 @@ def test_sac_learns_pendulum(tmp_path):
 
     A random policy scores about -1200 to -1500; SAC reaches about -200 by 7K frames here."""
     overrides = ["env=gym/Pendulum-v1", "algo=sac", "algo.actor.width=64", "algo.critic.width=64",
-                 "seeds=2", "steps=9000", "warmup=1000", "eval_every=3000", "eval_episodes=5",
+                 "seeds=2", "frames=9000", "off_policy.warmup_frames=1000", "eval_every=3000", "eval_episodes=5",
                  "progress=false", "tensorboard=false", f"run_dir={tmp_path / 'learn'}"]
     result = train(compose(overrides), overrides)
     first, final = result.eval_returns[0], result.eval_returns[-1]
@@ -146,7 +147,7 @@ def test_sac_learns_pendulum(tmp_path):
 
 def test_eval_writes_video(tmp_path):
     """`fluxrl eval --video` renders MuJoCo headless and writes one mp4 per seed."""
-    run = _run(tmp_path, "vid", ["env=gym/InvertedPendulum-v5", "steps=400", "warmup=300",
+    run = _run(tmp_path, "vid", ["env=gym/InvertedPendulum-v5", "frames=400", "off_policy.warmup_frames=300",
                                  "eval_every=400"])
     out = subprocess.run([sys.executable, "-m", "fluxrl", "eval", str(run.run_dir), "--video",
                           "--episodes", "2"], capture_output=True, text=True,

@@ -1,5 +1,12 @@
 """Typed configuration, composed by Hydra from ``key=value`` overrides.
 
+A run's config is the run-level fields (task, seeds, budget, cadences, output, logging), the
+algorithm under ``algo`` (its config class lives in its agent file, on the bases of
+:mod:`fluxrl.agents.config`), and one trainer group for the algorithm's setting: ``off_policy``
+(replay, warm-up, minibatches) today; the on-policy and offline groups arrive with their
+programs. Budgets and cadences count simulator frames (paper Table 3); one agent step is
+``action_repeat`` frames; ``update_index`` counts gradient updates.
+
 Every field carries a one-line doc with the source of its default. Fields left ``None`` are filled
 per suite by :func:`resolve` from :data:`SUITE_DEFAULTS` (paper Table 3 and Appendix A.3, quoted in
 ``shared/protocol.md``), so ``env=dmc/...`` gets the DMC settings without the user listing them.
@@ -8,162 +15,119 @@ per suite by :func:`resolve` from :data:`SUITE_DEFAULTS` (paper Table 3 and Appe
 from __future__ import annotations
 
 import dataclasses
-import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any  # noqa: UP035 - OmegaConf needs typing.Optional
 
+from fluxrl.agents.config import NetConfig
+from fluxrl.agents.registry import algo_configs, get_algo
 from fluxrl.errors import FluxError, close_matches
 from fluxrl.task_defaults import task_defaults
 
 
 @dataclass
-class NetConfig:
-    """A backbone: ``None`` fields take the suite default (protocol.md section 3)."""
+class OffPolicyConfig:
+    """The off-policy trainer (``off_policy.*``): replay buffer, warm-up, minibatches."""
 
-    backbone: str = "mlp"  #: mlp | simba | bronet (nets/backbones.py)
-    width: int | None = None  #: hidden width; Gym 256, DMC 512 (paper A.3)
-    depth: int | None = None  #: hidden layers (mlp) or residual blocks; Gym 2, DMC 3 (paper A.3)
-    act: str | None = None  #: activation; Gym relu, DMC elu (paper A.3; flow-rl dmc/algo/sac.yaml)
-    layer_norm: bool = False  #: LayerNorm after each hidden layer of an MLP (flow-rl sac.yaml: false)
+    batch_size: int | None = None  #: minibatch; Gym 256, DMC 512 (paper Table 3)
+    buffer_size: int = 1_000_000  #: replay capacity in transitions (paper Table 3); a run allocates min(buffer_size, its agent steps) rows and grows them when resumed with a larger budget
+    warmup_frames: int | None = None  #: random-action frames before the first update; Gym 5K, DMC 10K (Table 3)
+    updates_per_step: int = 1  #: gradient updates per agent step, run with lax.scan (flow-rl utd: 1)
 
-
-@dataclass
-class AlgoConfig:
-    """Fields every off-policy actor-critic shares; each algorithm's config (in its agent file)
-    subclasses this and redeclares a field where its default or source differs."""
-
-    name: str = ""  #: algorithm name in the registry
-    actor: NetConfig = field(default_factory=NetConfig)  #: actor backbone (paper A.3: 2 x 256 on Gym, 3 x 512 on DMC)
-    critic: NetConfig = field(default_factory=NetConfig)  #: critic backbone (paper A.3)
-    num_critics: int = 2  #: Q ensemble size (paper A.3)
-    critic_agg: str = "min"  #: ensemble reduction for TD targets, the actor and best-of-N picking: min | mean (clipped double Q)
-    discount: float = 0.99  #: gamma (paper Table 3)
-    tau: float = 0.005  #: target EMA rate (paper A.3)
-    lr_actor: float = 3e-4  #: actor Adam lr (paper A.3)
-    lr_critic: float = 3e-4  #: critic Adam lr (paper A.3)
-    best_of_eval: int = 1  #: best-of-N at evaluation: sample N actions per state, take the one the online critics value most (1 = off, the policy's own evaluation action)
-    best_of_act: int = 1  #: best-of-N for training-time acting, over exploratory samples (1 = off)
-
-    def validate(self) -> None:
-        """Checks shared by every algorithm (subclasses extend this)."""
-        for key in ("best_of_eval", "best_of_act"):
-            if getattr(self, key) < 1:
-                raise FluxError(f"algo.{key} must be at least 1 (1 turns best-of-N off), got "
-                                f"{getattr(self, key)}")
-
-
-def diffusion_actor() -> NetConfig:
-    """The diffusion actor's network: 3 hidden Mish layers, width per suite (paper A.3: 3 x 256,
-    DMC 512, Mish)."""
-    return NetConfig(depth=3, act="mish")
+    def resolve(self, suite: dict, frames: int, action_repeat: int) -> OffPolicyConfig:
+        """Fill the suite defaults and check the values against the run's budget."""
+        new = dataclasses.replace(self)
+        for key in ("batch_size", "warmup_frames"):
+            if getattr(new, key) is None:
+                setattr(new, key, suite["off_policy"][key])
+        for key in ("batch_size", "buffer_size", "updates_per_step"):
+            if getattr(new, key) <= 0:
+                raise FluxError(f"off_policy.{key} must be a positive number, got "
+                                f"off_policy.{key}={getattr(new, key)}")
+        if new.warmup_frames < 0:
+            raise FluxError(f"off_policy.warmup_frames must be zero or positive, got "
+                            f"off_policy.warmup_frames={new.warmup_frames}")
+        if new.batch_size > new.buffer_size:
+            raise FluxError(f"off_policy.batch_size={new.batch_size} exceeds "
+                            f"off_policy.buffer_size={new.buffer_size}; lower the batch or "
+                            "raise the buffer")
+        if new.warmup_frames >= frames:
+            raise FluxError(f"frames={frames} is not beyond off_policy.warmup_frames="
+                            f"{new.warmup_frames}: the run would never update its agent; raise "
+                            "frames or lower off_policy.warmup_frames")
+        if new.warmup_frames < new.batch_size * action_repeat:
+            raise FluxError(f"off_policy.warmup_frames={new.warmup_frames} is too short to fill "
+                            f"one batch of {new.batch_size}; set off_policy.warmup_frames>="
+                            f"{new.batch_size * action_repeat}")
+        return new
 
 
-@dataclass
-class GenerativeConfig(AlgoConfig):
-    """Fields every diffusion / flow actor shares (its generative model and denoiser)."""
-
-    actor: NetConfig = field(default_factory=diffusion_actor)  #: denoiser MLP, depth counting its fused input layer (paper A.3: 3x256 Mish, DMC 512)
-    model: str = "vp-cosine"  #: generative model (fluxrl.generative.MODELS; flow-rl ContinuousDDPM, cosine schedule)
-    diffusion_steps: int = 20  #: denoising steps when sampling (paper A.3; flow-rl diffusion.steps)
-    ddpm_variance: str = "beta"  #: noise each ancestral step of a VP model (vp-*, ddpm*) adds: beta (sqrt(beta_i), flow-rl ContinuousDDPM solver ddpm) or posterior (beta-tilde, Ho et al. 2020's other choice, DDIM eta 1); flow and edm have no such step and ignore it (fluxrl.generative.diffusion)
-    time_dim: int = 64  #: Fourier time-embedding size (paper A.3; flow-rl diffusion.time_dim)
-    fourier_scale: float = 0.2  #: init std of the learned Fourier frequencies (flow-rl LearnableFourierEmbedding)
-    obs_encoder_width: int = 128  #: width of the Mish MLP that encodes the state for the denoiser (flow-rl cond_embedding MLP(128, 128))
-    obs_encoder_depth: int = 2  #: layers of that state encoder, 0 for none (flow-rl cond_embedding)
-
-    def validate(self) -> None:
-        """Shared checks plus the generative model's: a known model, positive sizes."""
-        super().validate()
-        if not (math.isfinite(self.fourier_scale) and self.fourier_scale > 0):
-            raise FluxError(f"algo.fourier_scale must be a positive number, got {self.fourier_scale}")
-        for key in ("diffusion_steps", "time_dim", "obs_encoder_width"):
-            if getattr(self, key) < 1:
-                raise FluxError(f"algo.{key} must be at least 1, got {getattr(self, key)}")
-        if self.time_dim % 2:
-            raise FluxError(f"algo.time_dim must be even (cos and sin halves), got {self.time_dim}")
-        if self.obs_encoder_depth < 0:
-            raise FluxError(f"algo.obs_encoder_depth must be zero or positive, got "
-                            f"{self.obs_encoder_depth}")
-        config_model(self)  # FluxError if the model is unknown or an option is bad
-
-
-def config_model(cfg: GenerativeConfig) -> Any:
-    """The generative model a config describes: ``cfg.model`` with ``cfg.diffusion_steps`` and,
-    for the VP models, ``cfg.ddpm_variance`` (a :class:`FluxError` for a bad name or value)."""
-    from fluxrl.generative import MODELS, make_model, model_class
-
-    options: dict[str, Any] = {"steps": cfg.diffusion_steps}
-    if cfg.model in MODELS and any(f.name == "ddpm_variance"
-                                   for f in dataclasses.fields(model_class(cfg.model))):
-        options["ddpm_variance"] = cfg.ddpm_variance
-    return make_model(cfg.model, **options)
-
-
-@dataclass
-class CandidateConfig(GenerativeConfig):
-    """Generative agents whose critic values hundreds of candidate actions per state (SDAC, iDEM)."""
-
-    critic_block: int = 512  #: speed only: the critic values the candidates in lax.map blocks of about this many actions (cache-sized blocks ran 2.5-4x faster than one call on all 128K rows on a 2-core CPU; fluxrl.nets.blocked); 0 = one call
-
-    def validate(self) -> None:
-        """Generative checks plus a non-negative block size."""
-        super().validate()
-        if self.critic_block < 0:
-            raise FluxError(f"algo.critic_block must be zero (one call) or positive, got "
-                            f"{self.critic_block}")
+#: The trainer group of each setting that has a program: ``setting -> group config class``; the
+#: group's key in :class:`Config` is the setting's name.
+TRAINERS: dict[str, type] = {"off_policy": OffPolicyConfig}
 
 
 @dataclass
 class Config:
-    """A training run. ``steps``, ``warmup``, ``eval_every`` count simulator frames (paper Table 3)."""
+    """A training run. ``frames``, ``eval_every``, ``log_every`` and ``checkpoint_every`` count
+    simulator frames (paper Table 3)."""
 
     defaults: list[Any] = field(default_factory=lambda: ["_self_", {"algo": "sac"}])
     algo: Any = None  #: algorithm config group, ``algo=<name>`` (``fluxrl algos`` lists them)
     env: str = "gym/HalfCheetah-v5"  #: task, ``gym/<Gymnasium id>`` or ``dmc/<domain>-<task>``
     seed: int = 0  #: first seed; member k of the group uses seed + k (paper: seeds 0-4)
     seeds: int = 1  #: independent agents trained together as one vmapped program
-    steps: int = 1_000_000  #: training frames per seed (paper Table 3: 1M)
-    batch_size: int | None = None  #: minibatch; Gym 256, DMC 512 (paper Table 3)
-    buffer_size: int = 1_000_000  #: replay capacity in transitions (paper Table 3)
-    warmup: int | None = None  #: random-action frames before updates; Gym 5K, DMC 10K (Table 3)
-    updates_per_step: int = 1  #: gradient updates per agent step, run with lax.scan (flow-rl utd: 1)
-    action_repeat: int | None = None  #: frame skip; Gym 1, DMC 2 (paper Table 3)
+    frames: int = 1_000_000  #: training budget, simulator frames per seed (paper Table 3: 1M); resume= with a larger value extends a run
+    action_repeat: int | None = None  #: frame skip, frames per agent step; Gym 1, DMC 2 (paper Table 3)
     eval_every: int = 10_000  #: frames between evaluations (paper Table 3)
     eval_episodes: int = 10  #: episodes per evaluation, run as one batch (paper Table 3)
     log_every: int = 1_000  #: frames between training-metric rows (flow-rl log_frames)
-    checkpoint_every: int = 50_000  #: frames between checkpoints (0 disables)
+    checkpoint_every: int = 50_000  #: frames between checkpoints; 0 writes none on the way, only the final one (eval and resume= need it) and one on Ctrl-C
     run_dir: str | None = None  #: output directory; None means runs/<algo>-<env>-<time>
-    resume: str | None = None  #: a run directory to continue from its last checkpoint
+    resume: str | None = None  #: a run directory to continue from its newest intact checkpoint
     tensorboard: bool = True  #: write TensorBoard event files under run_dir/tb
     wandb: bool = False  #: also log to Weights & Biases (pip install 'fluxrl[wandb]')
     wandb_project: str = "fluxrl"  #: W&B project name
-    progress: bool = True  #: console progress bar (steps/s, ETA, last evaluation)
+    progress: bool = True  #: console progress bar (frames/s, ETA, last evaluation)
     plot: bool = True  #: write run_dir/curves.png at the end of training
+    off_policy: Any = None  #: the off-policy trainer group (OffPolicyConfig); set for off-policy algorithms only
+
+    @property
+    def trainer(self) -> Any:
+        """The trainer group of this run's setting (e.g. ``cfg.off_policy``)."""
+        return getattr(self, get_algo(self.algo.name).setting)
 
 
-def algo_configs() -> dict[str, type]:
-    """``algo name -> config dataclass`` of every registered algorithm (each agent file defines its
-    config next to its code)."""
-    from fluxrl.agents.base import load_registry
-
-    return {name: info.config for name, info in load_registry().items()}
+#: Keys of earlier versions: ``old key -> new key`` (the CLI and old runs' config.yaml say so).
+RENAMED: dict[str, str] = {
+    "steps": "frames", "warmup": "off_policy.warmup_frames",
+    "batch_size": "off_policy.batch_size", "buffer_size": "off_policy.buffer_size",
+    "updates_per_step": "off_policy.updates_per_step",
+}
 
 #: Suite-dependent defaults (paper Table 3 and Appendix A.3, protocol.md sections 2-3).
 SUITE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "gym": {"batch_size": 256, "warmup": 5_000, "action_repeat": 1,
+    "gym": {"action_repeat": 1, "off_policy": {"batch_size": 256, "warmup_frames": 5_000},
             "net": {"width": 256, "depth": 2, "act": "relu"}},
-    "dmc": {"batch_size": 512, "warmup": 10_000, "action_repeat": 2,
+    "dmc": {"action_repeat": 2, "off_policy": {"batch_size": 512, "warmup_frames": 10_000},
             "net": {"width": 512, "depth": 3, "act": "elu"}},
 }
 
 
-def _register() -> None:
+def _register(setting: str) -> str:
+    """Store the run config of ``setting`` and every algorithm config with Hydra; return the
+    run config's name."""
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
-    cs.store(name="fluxrl", node=Config)
-    for name, cls in algo_configs().items():
-        cs.store(group="algo", name=name, node=cls)
+    name = f"fluxrl_{setting}"
+    group = [{setting: "default"}] if setting in TRAINERS else []
+    cs.store(name=name, node=Config(defaults=["_self_", {"algo": "sac"}, *group]))
+    for s, cls in TRAINERS.items():
+        cs.store(group=s, name="default", node=cls)
+    for algo, cls in algo_configs().items():
+        cs.store(group="algo", name=algo, node=cls)
+    return name
 
 
 def _one_line(exc: Exception) -> str:
@@ -188,6 +152,12 @@ def _check_key(key: str, algo_name: str) -> None:
                             f"{close_matches(part, names)}")
         if cls is Config and part == "algo":
             cls = algo_configs()[algo_name]
+        elif cls is Config and part in TRAINERS:
+            setting = get_algo(algo_name).setting
+            if part != setting:
+                raise FluxError(f"{key!r} does not apply: algo={algo_name} trains {setting}, "
+                                f"so its trainer keys are {setting}.*")
+            cls = TRAINERS[part]
         elif part in ("actor", "critic"):
             cls = NetConfig
         else:
@@ -212,17 +182,19 @@ def compose(overrides: list[str]) -> Config:
         if key.startswith(("+", "~")):
             raise FluxError(f"{ov!r}: fluxrl configs have a fixed set of keys, so '+' and '~' "
                             f"are not needed; write {key.lstrip('+~')}={value}")
+        if key in RENAMED:
+            raise FluxError(f"{key} is now {RENAMED[key]}; write {RENAMED[key]}={value}")
         if key == "algo":
             if value not in algo_configs():
                 raise FluxError(f"unknown algorithm {value!r}; {close_matches(value, algo_configs())}")
             algo_name = value
     for ov in overrides:
         _check_key(ov.split("=", 1)[0], algo_name)
-    _register()
+    config_name = _register(get_algo(algo_name).setting)
     GlobalHydra.instance().clear()
     try:
         with initialize(version_base=None, config_path=None):
-            cfg = hydra_compose(config_name="fluxrl", overrides=list(overrides))
+            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
         explicit = {ov.split("=", 1)[0] for ov in overrides}
         for key, value in task_defaults(algo_name, cfg.env, explicit).items():
             OmegaConf.update(cfg, key, value, merge=False)
@@ -239,86 +211,100 @@ def compose(overrides: list[str]) -> Config:
     return obj
 
 
-def from_dict(data: dict) -> Config:
-    """Rebuild a :class:`Config` from the resolved ``config.yaml`` of a run directory."""
-    data = dict(data)
-    algo = data.pop("algo")
-    cls = algo_configs()[algo["name"]]
-    nets = {k: NetConfig(**algo[k]) for k in ("actor", "critic") if k in algo}
-    algo_obj = cls(**{**algo, **nets})
-    data.pop("defaults", None)
-    return Config(algo=algo_obj, **data)
+def from_dict(data: dict, source: str = "config.yaml", warn: Any = None) -> Config:
+    """Rebuild a :class:`Config` from the resolved ``config.yaml`` of a run directory.
+
+    Keys of earlier versions (:data:`RENAMED`) are moved to their new place; a key this version
+    does not know is a :class:`FluxError` naming it and ``source``; a key it lacks takes today's
+    default, with one warning line naming the default (``warn(line)``, stderr by default)."""
+    warn = warn or (lambda line: print(f"fluxrl: warning: {line}", file=sys.stderr))
+    data = {k: v for k, v in data.items() if k != "defaults"}
+    if not isinstance(data.get("algo"), dict) or data["algo"].get("name") not in algo_configs():
+        name = data.get("algo", {}).get("name") if isinstance(data.get("algo"), dict) else None
+        raise FluxError(f"{source} names no known algorithm (algo.name={name!r}); "
+                        f"{close_matches(str(name), algo_configs())}")
+    algo = dict(data.pop("algo"))
+    setting = get_algo(algo["name"]).setting
+    moved = [old for old in RENAMED if old in data]
+    for old in moved:
+        group, _, key = RENAMED[old].rpartition(".")
+        target = data.setdefault(group, {}) if group else data
+        target[key] = data.pop(old)
+    if moved:
+        warn(f"{source} was written by an earlier fluxrl: read "
+             + ", ".join(f"{old} as {RENAMED[old]}" for old in moved))
+
+    def build(cls: type, values: dict, where: str) -> Any:
+        known = {f.name: f for f in dataclasses.fields(cls) if f.name != "defaults"}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise FluxError(f"{source} has key {where}{unknown[0]} that this fluxrl does not "
+                            f"know ({close_matches(unknown[0], known)}); it was written by "
+                            "another version: edit the file or run that version")
+        for missing in sorted(set(known) - set(values)):
+            f = known[missing]
+            if missing in ("algo", setting) or f.name in TRAINERS:
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            warn(f"{source} has no {where}{missing}; using today's default {default!r}")
+        return values
+
+    build(Config, data, "")
+    nets = {k: NetConfig(**build(NetConfig, algo[k], f"algo.{k}."))
+            for k in ("actor", "critic") if isinstance(algo.get(k), dict)}
+    algo_obj = algo_configs()[algo["name"]](**{**build(algo_configs()[algo["name"]], algo,
+                                                      "algo."), **nets})
+    groups = {}
+    for s, cls in TRAINERS.items():
+        values = data.pop(s, None)
+        if s == setting:
+            groups[s] = cls(**build(cls, values or {}, f"{s}."))
+        elif values:
+            raise FluxError(f"{source} has a {s} group, but algo={algo['name']} trains {setting}")
+    return Config(algo=algo_obj, **data, **groups)
 
 
 def to_dict(cfg: Config) -> dict:
-    """Plain-dict form of a config (written to ``run_dir/config.yaml``)."""
+    """Plain-dict form of a config (written to ``run_dir/config.yaml``); groups of other
+    settings (None) are left out."""
     d = dataclasses.asdict(cfg)
     d.pop("defaults", None)
+    for s in TRAINERS:
+        if d.get(s) is None:
+            d.pop(s, None)
     return d
 
 
 def resolve(cfg: Config) -> Config:
     """Fill suite defaults and check every value, raising :class:`FluxError` before any compile."""
     from fluxrl.envs import check_env_name
-    from fluxrl.nets.backbones import BACKBONES, activation
-    from fluxrl.nets.critics import AGGREGATIONS
 
+    info = get_algo(cfg.algo.name)
     suite, _ = check_env_name(cfg.env)
     sd = SUITE_DEFAULTS[suite]
     cfg = dataclasses.replace(cfg)
-    for key in ("batch_size", "warmup", "action_repeat"):
-        if getattr(cfg, key) is None:
-            setattr(cfg, key, sd[key])
+    if cfg.action_repeat is None:
+        cfg.action_repeat = sd["action_repeat"]
     algo = dataclasses.replace(cfg.algo)
-    for part in ("actor", "critic"):
-        net = dataclasses.replace(getattr(algo, part))
-        for key, val in sd["net"].items():
-            if getattr(net, key) is None:
-                setattr(net, key, val)
-        if net.backbone not in BACKBONES:
-            raise FluxError(f"unknown backbone algo.{part}.backbone={net.backbone!r}; "
-                            f"{close_matches(net.backbone, BACKBONES)}")
-        activation(net.act)
-        for key in ("width", "depth"):
-            if getattr(net, key) <= 0:
-                raise FluxError(f"algo.{part}.{key} must be positive, got {getattr(net, key)}")
-        setattr(algo, part, net)
+    for f in dataclasses.fields(algo):
+        net = getattr(algo, f.name)
+        if isinstance(net, NetConfig):
+            net = dataclasses.replace(net)
+            for key, val in sd["net"].items():
+                if getattr(net, key) is None:
+                    setattr(net, key, val)
+            setattr(algo, f.name, net)
     cfg.algo = algo
-    positive = ["seeds", "steps", "batch_size", "buffer_size", "updates_per_step", "action_repeat",
-                "eval_every", "eval_episodes", "log_every"]
-    for key in positive:
+    for key in ("seeds", "frames", "action_repeat", "eval_every", "eval_episodes", "log_every"):
         if getattr(cfg, key) <= 0:
             raise FluxError(f"{key} must be a positive number, got {key}={getattr(cfg, key)}")
-    for key in ("warmup", "checkpoint_every"):
+    for key in ("seed", "checkpoint_every"):
         if getattr(cfg, key) < 0:
             raise FluxError(f"{key} must be zero or positive, got {key}={getattr(cfg, key)}")
-    if cfg.warmup < cfg.batch_size * cfg.action_repeat and cfg.warmup < cfg.steps:
-        raise FluxError(f"warmup={cfg.warmup} frames is too short to fill one batch of "
-                        f"{cfg.batch_size}; set warmup>={cfg.batch_size * cfg.action_repeat}")
-    if algo.num_critics < 1:
-        raise FluxError(f"algo.num_critics must be at least 1, got {algo.num_critics}")
-    if algo.critic_agg not in AGGREGATIONS:
-        raise FluxError(f"unknown algo.critic_agg={algo.critic_agg!r}; choose one of: "
-                        + ", ".join(AGGREGATIONS))
-    for key in ("discount", "tau"):
-        if not 0.0 <= getattr(algo, key) <= 1.0:
-            raise FluxError(f"algo.{key} must lie in [0, 1], got {getattr(algo, key)}")
-    for key in [f.name for f in dataclasses.fields(algo) if f.name.startswith("lr_")]:
-        if not math.isfinite(getattr(algo, key)) or getattr(algo, key) <= 0:
-            raise FluxError(f"algo.{key} must be a positive finite number, got {getattr(algo, key)}")
-    if cfg.seed < 0:
-        raise FluxError(f"seed must be zero or positive, got seed={cfg.seed}")
-    checks = {"init_alpha": lambda v: v > 0, "policy_delay": lambda v: v >= 1,
-              "target_noise": lambda v: v >= 0, "noise_clip": lambda v: v >= 0,
-              "explore_noise": lambda v: v >= 0}
-    for key, ok in checks.items():
-        if hasattr(algo, key) and not (math.isfinite(getattr(algo, key)) and ok(getattr(algo, key))):
-            bound = "positive" if key == "init_alpha" else (
-                "at least 1" if key == "policy_delay" else "zero or positive")
-            raise FluxError(f"algo.{key} must be {bound}, got {getattr(algo, key)}")
-    if hasattr(algo, "log_std_min") and not algo.log_std_min < algo.log_std_max:
-        raise FluxError(f"algo.log_std_min ({algo.log_std_min}) must be below algo.log_std_max "
-                        f"({algo.log_std_max})")
-    if hasattr(algo, "validate"):  # algorithm-specific checks live with the algorithm's config
-        algo.validate()
+    if info.setting not in TRAINERS:
+        raise FluxError(f"algo={info.name} trains {info.setting}, which has no trainer in this "
+                        f"version (trainers: {', '.join(TRAINERS)})")
+    group = getattr(cfg, info.setting) or TRAINERS[info.setting]()
+    setattr(cfg, info.setting, group.resolve(sd, cfg.frames, cfg.action_repeat))
+    algo.validate()  # the algorithm's own checks live with its config
     return cfg

@@ -11,7 +11,11 @@ class FluxError(Exception):
 
 
 class TrainingDiverged(FluxError):
-    """A loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
+    """A loss became NaN or infinite; the run stopped before checkpointing the bad state."""
+
+
+class Interrupted(FluxError):
+    """Ctrl-C or SIGTERM during training: the run wrote a checkpoint and stopped."""
 
 
 def close_matches(name: str, options: Iterable[str], n: int = 3, prefix: str = "") -> str:

@@ -3,7 +3,8 @@ implements. ``fluxrl algos`` prints it; ``docs/taxonomy.md`` is generated from i
 
 from __future__ import annotations
 
-from fluxrl.agents.base import FOLLOWS, REGISTRY, get_algo
+from fluxrl.agents.base import FOLLOWS
+from fluxrl.agents.registry import REGISTRY, get_algo
 
 #: Rows of Table 1: guidance mechanism -> one-line description.
 GUIDANCE = {

@@ -1,5 +1,2 @@
-"""Agents, one short file per algorithm, grouped by guidance family."""
-
-from fluxrl.agents.base import REGISTRY, Agent, AlgoInfo, get_algo
-
-__all__ = ["REGISTRY", "Agent", "AlgoInfo", "get_algo"]
+"""Agents, one short file per algorithm, grouped by guidance family; the contracts live in
+:mod:`fluxrl.agents.base`, the registry in :mod:`fluxrl.agents.registry`."""

@@ -1,8 +1,11 @@
-"""The agent interface and the algorithm registry that makes the taxonomy executable.
+"""The agent contracts, one per setting, and the record each algorithm registers.
 
-An agent is three pure functions of one seed's state; trainers ``vmap`` them over seeds. Each
-algorithm declares its cell in the paper's grid (protocol.md section 1): guidance family x reference
-policy, plus the setting it trains in.
+An agent is a few pure functions of one seed's state (a pytree); programs ``vmap`` them over seeds.
+Agents are built from the sizes they need (:class:`Shapes`), never from an environment object, so
+no agent can read a task's name: what depends on the task is in :mod:`fluxrl.task_defaults`.
+Each algorithm declares its cell in the paper's grid (protocol.md section 1), guidance family x
+reference policy, and the setting it trains in; the setting picks the contract its ``make``
+returns and the program that trains it (:mod:`fluxrl.train.run`).
 """
 
 from __future__ import annotations
@@ -12,29 +15,38 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax
-
-from fluxrl.errors import FluxError, close_matches
+from flax import struct
 
 #: Guidance mechanisms (rows of paper Table 1), plus classic baselines outside the grid.
 FAMILIES = ("best_of_n", "q_guidance", "weighted_matching", "reparam", "policy_gradient",
             "baseline")
 #: Reference policies (columns of paper Table 1): Unif(A), pi_{k-1}, pi_D; ``none`` for TD3.
 REFERENCES = ("uniform", "previous", "dataset", "none")
+#: Training settings, each with its own agent contract and program.
 SETTINGS = ("off_policy", "on_policy", "offline")
 #: Whose code an algorithm's defaults follow (``AlgoInfo.follows``).
 FOLLOWS = {"flowrl": "FlowRL protocol", "authors": "original authors"}
 
 
 @dataclass(frozen=True)
-class Agent:
-    """Pure functions of one seed's agent state (a pytree)."""
+class Shapes:
+    """What an agent may know about its task: the sizes of its inputs and outputs."""
+
+    obs_dim: int  #: length of the flattened float32 observation
+    act_dim: int  #: action dimensions, each in [-1, 1]
+
+
+@dataclass(frozen=True)
+class OffPolicyAgent:
+    """Off-policy contract: act on single states, update on replay minibatches."""
 
     #: ``init(key) -> state``
     init: Callable[[jax.Array], Any]
     #: ``act(state, obs[n, obs_dim], key, deterministic) -> action[n, act_dim]`` in [-1, 1]
     act: Callable[[Any, jax.Array, jax.Array, bool], jax.Array]
-    #: ``update(state, batch, key, step) -> (state, metrics)``; ``step`` is the global update
-    #: index, shared by all seeds (so schedules stay real branches under vmap)
+    #: ``update(state, batch, key, update_index) -> (state, metrics)``; ``batch`` holds ``obs,
+    #: action, reward, next_obs, terminated``; ``update_index`` counts gradient updates from 0,
+    #: the same for every seed (so schedules stay real branches under vmap)
     update: Callable[[Any, dict, jax.Array, jax.Array], tuple[Any, dict]]
     #: ``value(state, obs[..., obs_dim], action[..., act_dim]) -> [...]``: the online critics'
     #: value (reduced by ``critic_agg``) that best-of-N picks by
@@ -45,61 +57,60 @@ class Agent:
     sample: Callable[[Any, jax.Array, jax.Array, int], jax.Array] | None = None
 
 
+@struct.dataclass
+class Rollout:
+    """``unroll_length`` steps of ``num_envs`` environments, time-major ``[T, N, ...]``, as the
+    on-policy program hands them to ``OnPolicyAgent.update`` after computing the advantages."""
+
+    obs: jax.Array  #: ``[T, N, obs_dim]`` (normalised as the agent saw them)
+    action: jax.Array  #: ``[T, N, act_dim]`` in [-1, 1]
+    reward: jax.Array  #: ``[T, N]``
+    terminated: jax.Array  #: ``[T, N]``, 1 where the episode ended (no bootstrap)
+    truncated: jax.Array  #: ``[T, N]``, 1 where a time limit cut it (bootstrap from the value)
+    extras: dict  #: what ``act`` returned besides the action, each ``[T, N, ...]``
+    advantage: jax.Array  #: ``[T, N]`` GAE advantages
+    target: jax.Array  #: ``[T, N]`` value targets (advantage + value)
+
+
+@dataclass(frozen=True)
+class OnPolicyAgent:
+    """On-policy contract: acting returns what the update needs besides the action (a
+    log-probability or its surrogate, the value, a denoising chain, ...), and the update takes a
+    whole :class:`Rollout`."""
+
+    #: ``init(key) -> state``
+    init: Callable[[jax.Array], Any]
+    #: ``act(state, obs[n, obs_dim], key, deterministic) -> (action[n, act_dim], extras)``;
+    #: ``extras`` is a dict of ``[n, ...]`` arrays (e.g. ``log_prob``, ``value``, ``chain``)
+    act: Callable[[Any, jax.Array, jax.Array, bool], tuple[jax.Array, dict]]
+    #: ``value(state, obs[..., obs_dim]) -> [...]``: the state value, to bootstrap truncations
+    value: Callable[[Any, jax.Array], jax.Array]
+    #: ``update(state, rollout, key, update_index) -> (state, metrics)``; ``update_index``
+    #: counts rollouts from 0
+    update: Callable[[Any, Rollout, jax.Array, jax.Array], tuple[Any, dict]]
+
+
+#: The contract an algorithm of each setting implements (offline agents share the off-policy one:
+#: their updates take minibatches of a dataset in the same replay layout).
+CONTRACTS: dict[str, type] = {"off_policy": OffPolicyAgent, "on_policy": OnPolicyAgent,
+                              "offline": OffPolicyAgent}
+
+
 @dataclass(frozen=True)
 class AlgoInfo:
     """A registered algorithm and its place in the taxonomy."""
 
-    name: str
-    family: str
-    reference: str
-    setting: str
-    make: Callable[..., Agent]  #: ``make(algo_cfg, env_spec) -> Agent``
+    name: str  #: name in the registry, ``algo=<name>``
+    family: str  #: guidance mechanism, one of :data:`FAMILIES`
+    reference: str  #: reference policy, one of :data:`REFERENCES`
+    setting: str  #: one of :data:`SETTINGS`; picks the contract and the program
+    make: Callable[..., Any]  #: ``make(algo_cfg, shapes: Shapes) -> CONTRACTS[setting]``
     paper: str  #: citation of the method
-    config: type  #: the algorithm's config dataclass (a subclass of ``fluxrl.config.AlgoConfig``)
+    config: type  #: the algorithm's config dataclass (a subclass of ``fluxrl.agents.config.AlgoConfig``)
     follows: str = ""  #: whose implementation the defaults and update follow: ``flowrl`` (the FlowRL protocol: typoverflow/flow-rl at b1385e0 / bae22f4, which departs from the authors' code as the agent's docstring lists) or ``authors`` (the original authors' code)
 
-
-REGISTRY: dict[str, AlgoInfo] = {}
-
-
-def register(info: AlgoInfo) -> AlgoInfo:
-    """Add an algorithm to the registry (checks its cell names)."""
-    assert info.family in FAMILIES and info.reference in REFERENCES and info.setting in SETTINGS
-    assert info.follows in FOLLOWS, f"{info.name}: follows must be one of {list(FOLLOWS)}"
-    REGISTRY[info.name] = info
-    return info
-
-
-def load_registry() -> dict[str, AlgoInfo]:
-    """Import every agent family so the registry is complete, and return it in a fixed order
-    (baselines, then the grid's rows, then by name), whatever order modules were imported in."""
-    from fluxrl.agents import (  # noqa: F401 - populate the registry
-        baselines,
-        q_guidance,
-        reparam,
-        weighted_matching,
-    )
-
-    order = sorted(REGISTRY.values(), key=lambda a: (a.family != "baseline",
-                                                     FAMILIES.index(a.family), a.name))
-    if list(REGISTRY) != [a.name for a in order]:
-        REGISTRY.clear()
-        REGISTRY.update((a.name, a) for a in order)
-    return REGISTRY
-
-
-def get_algo(name: str) -> AlgoInfo:
-    """Look an algorithm up by name; unknown names are a :class:`FluxError` with close matches."""
-    load_registry()
-    if name not in REGISTRY:
-        raise FluxError(f"unknown algorithm {name!r}; {close_matches(name, REGISTRY)}")
-    return REGISTRY[name]
-
-
-def make_agent(algo_cfg: Any, spec: Any) -> Agent:
-    """Build the configured algorithm's agent for one seed, with best-of-N acting and evaluation
-    when ``algo_cfg.best_of_eval`` / ``best_of_act`` ask for it."""
-    from fluxrl.guidance.best_of_n import with_best_of_n
-
-    agent = get_algo(algo_cfg.name).make(algo_cfg, spec)
-    return with_best_of_n(agent, algo_cfg.best_of_eval, algo_cfg.best_of_act)
+    def __post_init__(self):
+        for value, allowed in ((self.family, FAMILIES), (self.reference, REFERENCES),
+                               (self.setting, SETTINGS), (self.follows, tuple(FOLLOWS))):
+            if value not in allowed:
+                raise ValueError(f"{self.name}: {value!r} is not one of {allowed}")

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from fluxrl.config import GenerativeConfig, config_model
+from fluxrl.agents.base import Shapes
+from fluxrl.agents.config import GenerativeConfig, config_model
 from fluxrl.generative import GenerativeModel
 from fluxrl.nets.backbones import make_backbone
 from fluxrl.nets.denoiser import Denoiser, make_denoiser
@@ -80,7 +81,7 @@ class GenerativeActorCritic:
     :class:`GenerativeACState`."""
 
     cfg: Any
-    spec: Any
+    shapes: Shapes
     model: GenerativeModel
     actor: Denoiser
     critic: Any
@@ -88,15 +89,15 @@ class GenerativeActorCritic:
     tx_critic: optax.GradientTransformation
 
     @classmethod
-    def build(cls, cfg: GenerativeConfig, spec: Any) -> GenerativeActorCritic:
-        """Validate ``cfg`` and build the networks and optimisers for ``spec``."""
+    def build(cls, cfg: GenerativeConfig, shapes: Shapes) -> GenerativeActorCritic:
+        """Validate ``cfg`` and build the networks and optimisers for ``shapes``."""
         from fluxrl.nets.backbones import backbone_from
         from fluxrl.nets.critics import QEnsemble
 
         cfg.validate()
-        model, actor = generative_actor(cfg, spec.act_dim)
+        model, actor = generative_actor(cfg, shapes.act_dim)
         critic = QEnsemble(backbone_from(cfg.critic), cfg.num_critics)
-        return cls(cfg, spec, model, actor, critic, optax.flatten(optax.adam(cfg.lr_actor)),
+        return cls(cfg, shapes, model, actor, critic, optax.flatten(optax.adam(cfg.lr_actor)),
                    optax.flatten(optax.adam(cfg.lr_critic)))
 
     def predict(self, p: Any, a_t: jax.Array, t: jax.Array, obs: jax.Array) -> jax.Array:
@@ -117,20 +118,20 @@ class GenerativeActorCritic:
     def init(self, key: jax.Array) -> GenerativeACState:
         """Fresh parameters; the target critic starts as a copy of the online one."""
         ka, kc = jax.random.split(key)
-        obs, act = jnp.zeros((1, self.spec.obs_dim)), jnp.zeros((1, self.spec.act_dim))
+        obs, act = jnp.zeros((1, self.shapes.obs_dim)), jnp.zeros((1, self.shapes.act_dim))
         pa = self.actor.init(ka, act, jnp.zeros((1,)), obs)["params"]
         pc = self.critic.init(kc, obs, act)["params"]
         return GenerativeACState(pa, pc, pc, self.tx_actor.init(pa), self.tx_critic.init(pc))
 
     def policy_sample(self, params: Any, obs: jax.Array, key: jax.Array) -> jax.Array:
         """One action per state from the sampler."""
-        return self.model.sample(self.actor, params, obs, key, obs.shape[:-1] + (self.spec.act_dim,))
+        return self.model.sample(self.actor, params, obs, key, obs.shape[:-1] + (self.shapes.act_dim,))
 
     def samples(self, params: Any, obs: jax.Array, key: jax.Array, n: int) -> jax.Array:
         """``n`` samples per state of the actor with parameters ``params``, ``[B, n, act_dim]``."""
         from fluxrl.guidance.best_of_n import sample_n
 
-        return sample_n(self.model, self.actor, params, obs, key, n, self.spec.act_dim)
+        return sample_n(self.model, self.actor, params, obs, key, n, self.shapes.act_dim)
 
     def sample(self, state: GenerativeACState, obs: jax.Array, key: jax.Array, n: int) -> jax.Array:
         """``n`` policy samples per state (best-of-N candidates), ``[B, n, act_dim]``."""

@@ -40,11 +40,17 @@ class HostEnv(abc.ABC):
 
     @abc.abstractmethod
     def get_state(self) -> object:
-        """Everything needed to continue this episode bit-exactly (picklable)."""
+        """Everything needed to continue this episode bit-exactly, as plain data.
+
+        Plain data is nested dicts (str keys), lists and tuples of numpy arrays, Python ints (any
+        size), floats, bools, str and None: what :mod:`fluxrl.train.checkpoint` stores as json +
+        npz without pickle. Restoring it into a fresh instance of the same task and stepping the
+        same actions must give the same observations and rewards, bit for bit."""
 
     @abc.abstractmethod
     def set_state(self, state: object) -> None:
-        """Restore what :meth:`get_state` returned."""
+        """Restore what :meth:`get_state` returned, also after it went through a checkpoint (so
+        arrays may come back as copies and nothing else of the original object survives)."""
 
     @abc.abstractmethod
     def render(self, width: int = 320, height: int = 240) -> np.ndarray:
@@ -131,7 +137,11 @@ class VecEnv:
         return out
 
     def get_state(self) -> dict:
-        """Simulator states, bookkeeping and random-action generators, for exact resume."""
+        """Simulator states, bookkeeping and random-action generators, for exact resume.
+
+        Plain data (see :meth:`HostEnv.get_state`): ``envs`` (per seed, per env), ``obs``,
+        ``ep_return``, ``ep_length`` (arrays) and ``rngs`` (each generator's bit-generator state,
+        a dict with 128-bit ints for PCG64). Episodes finished but not yet popped are not kept."""
         return {
             "envs": [[e.get_state() for e in row] for row in self.envs],
             "obs": self.obs.copy(),
@@ -141,7 +151,14 @@ class VecEnv:
         }
 
     def set_state(self, state: dict) -> None:
-        """Restore what :meth:`get_state` returned."""
+        """Restore what :meth:`get_state` returned (``seeds x envs`` must match)."""
+        shape = (len(self.seeds), self.envs_per_seed)
+        got = (len(state["envs"]), len(state["envs"][0]) if state["envs"] else 0)
+        if got != shape:
+            from fluxrl.errors import FluxError
+
+            raise FluxError(f"the saved environment state is for {got[0]} seeds x {got[1]} envs, "
+                            f"this run has {shape[0]} x {shape[1]}")
         for row, srow in zip(self.envs, state["envs"], strict=True):
             for env, s in zip(row, srow, strict=True):
                 env.set_state(s)

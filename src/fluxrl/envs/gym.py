@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import copy
 import os
-import pickle
 
 import numpy as np
 
@@ -11,6 +11,11 @@ from fluxrl.envs.base import EnvSpec, HostEnv
 
 #: The Gym-Locomotion tasks of the benchmark protocol (protocol.md section 2).
 LOCOMOTION = ["Ant-v5", "HalfCheetah-v5", "Hopper-v5", "Humanoid-v5", "Swimmer-v5", "Walker2d-v5"]
+
+#: What a non-MuJoCo task (classic control: Pendulum, MountainCarContinuous, ...) keeps from one
+#: step to the next besides its ``np_random``: ``state`` (an ndarray, a tuple of numbers or None
+#: before the first reset), Pendulum's ``last_u`` (rendering) and CartPole's episode-end counter.
+CLASSIC_STATE = ("state", "last_u", "steps_beyond_terminated")
 
 
 def available() -> list[str]:
@@ -83,11 +88,14 @@ class GymEnv(HostEnv):
             env = getattr(env, "env", None)
         return None
 
-    def get_state(self) -> object:
+    def get_state(self) -> dict:
+        """Plain data: ``mj`` (the MuJoCo ``mjSTATE_INTEGRATION`` vector) or ``classic`` (the
+        :data:`CLASSIC_STATE` attributes the task has), plus ``elapsed`` (the time limit's step
+        counter) and ``rng`` (the task's bit-generator state, for later resets)."""
         u = self._env.unwrapped
         tl = self._time_limit()
         extra = {"elapsed": getattr(tl, "_elapsed_steps", None),
-                 "rng": u.np_random.bit_generator.state}
+                 "rng": copy.deepcopy(u.np_random.bit_generator.state)}
         if self._mj:
             import mujoco
 
@@ -95,18 +103,21 @@ class GymEnv(HostEnv):
             buf = np.empty(mujoco.mj_stateSize(u.model, spec), np.float64)
             mujoco.mj_getState(u.model, u.data, buf, spec)
             return {"mj": buf, **extra}
-        return {"pickle": pickle.dumps(u.__dict__.get("state")), **extra}
+        classic = {k: copy.deepcopy(u.__dict__[k]) for k in CLASSIC_STATE if k in u.__dict__}
+        return {"classic": classic, **extra}
 
-    def set_state(self, state: object) -> None:
+    def set_state(self, state: dict) -> None:
+        """Restore what :meth:`get_state` returned (also after a json+npz round trip)."""
         u = self._env.unwrapped
         if self._mj:
             import mujoco
 
             spec = mujoco.mjtState.mjSTATE_INTEGRATION
-            mujoco.mj_setState(u.model, u.data, state["mj"], spec)
+            mujoco.mj_setState(u.model, u.data, np.asarray(state["mj"], np.float64), spec)
             mujoco.mj_forward(u.model, u.data)
         else:
-            u.state = pickle.loads(state["pickle"])
+            for k, v in state["classic"].items():
+                setattr(u, k, copy.deepcopy(v))
         u.np_random.bit_generator.state = state["rng"]
         tl = self._time_limit()
         if tl is not None:

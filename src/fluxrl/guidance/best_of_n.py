@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from fluxrl.errors import FluxError
 from fluxrl.generative.base import GenerativeModel
-
-if TYPE_CHECKING:
-    from fluxrl.agents.base import Agent
 
 Array = jax.Array
 #: ``value(obs[..., N, obs_dim], actions[..., N, act_dim]) -> [..., N]``, e.g. the min of a Q
@@ -57,8 +54,9 @@ def best_of_n(model: GenerativeModel, actor: Any, params: Any, obs: Array, key: 
     return select_best(actions, value(obs_n, actions))
 
 
-def with_best_of_n(agent: Agent, n_eval: int = 1, n_act: int = 1) -> Agent:
-    """Wrap any agent so that evaluation (``n_eval > 1``) and / or training-time acting (``n_act >
+def with_best_of_n(agent: Any, n_eval: int = 1, n_act: int = 1) -> Any:
+    """Wrap any agent (an off-policy contract: ``act``, ``value``, ``sample`` fields of a frozen
+    dataclass) so that evaluation (``n_eval > 1``) and / or training-time acting (``n_act >
     1``) draw N candidate actions per state and take the one ``agent.value`` rates highest.
 
     Evaluation candidates are the policy's own samples (``agent.sample``: for a diffusion actor its

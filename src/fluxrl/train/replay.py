@@ -45,6 +45,18 @@ def replay_add(buf: Replay, tr: dict) -> Replay:
                        size=jnp.minimum(buf.size + n, cap))
 
 
+def replay_grow(buf: Replay, capacity: int) -> Replay:
+    """The same transitions in a buffer of ``capacity >= `` the current rows, oldest first, as if
+    it had had that capacity from the start (exactly so when it never wrapped)."""
+    cap = buf.data.shape[0]
+    if capacity < cap:
+        raise ValueError(f"cannot shrink a replay buffer from {cap} to {capacity} rows")
+    # a full ring starts at ptr; one that never wrapped starts at 0 (and then ptr == size)
+    data = jnp.roll(buf.data, -jnp.where(buf.size == cap, buf.ptr, 0), axis=0)
+    data = jnp.concatenate([data, jnp.zeros((capacity - cap, data.shape[1]), data.dtype)])
+    return buf.replace(data=data, ptr=buf.size % capacity, size=buf.size)
+
+
 def replay_sample(buf: Replay, key: jax.Array, batch_size: int) -> dict:
     """A uniform minibatch (with replacement) from the filled rows, as a dict of fields."""
     idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(buf.size, 1))

@@ -20,10 +20,10 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from fluxrl.agents.base import Agent, AlgoInfo, register
+from fluxrl.agents.base import AlgoInfo, OffPolicyAgent, Shapes
 from fluxrl.agents.common import adam_step, critic_step, soft_update, td_target
-from fluxrl.config import AlgoConfig
-from fluxrl.envs import EnvSpec
+from fluxrl.agents.config import AlgoConfig
+from fluxrl.errors import FluxError
 from fluxrl.nets.backbones import backbone_from
 from fluxrl.nets.critics import QEnsemble, aggregate
 from fluxrl.rng import normal
@@ -39,6 +39,13 @@ class SACConfig(AlgoConfig):
     target_entropy: float | None = None  #: None means -act_dim (Haarnoja et al. 2018b; flow-rl sac.py)
     log_std_min: float = -5.0  #: lower clip of the actor's log std (pytorch_sac config/agent/sac.yaml log_std_bounds and CleanRL LOG_STD_MIN: -5; flow-rl SquashedGaussianActor: -20)
     log_std_max: float = 2.0  #: upper clip of the actor's log std (pytorch_sac, CleanRL and flow-rl SquashedGaussianActor: 2)
+
+    def validate(self) -> None:
+        """Shared checks plus an ordered log-std range."""
+        super().validate()
+        if not self.log_std_min < self.log_std_max:
+            raise FluxError(f"algo.log_std_min ({self.log_std_min}) must be below "
+                            f"algo.log_std_max ({self.log_std_max})")
 
 
 class TanhGaussianActor(nn.Module):
@@ -77,18 +84,18 @@ class SACState:
     alpha_opt: optax.OptState
 
 
-def make_sac(cfg: SACConfig, spec: EnvSpec) -> Agent:
+def make_sac(cfg: SACConfig, shapes: Shapes) -> OffPolicyAgent:
     """Build SAC's pure functions for one seed."""
-    actor = TanhGaussianActor(backbone_from(cfg.actor), spec.act_dim, cfg.log_std_min,
+    actor = TanhGaussianActor(backbone_from(cfg.actor), shapes.act_dim, cfg.log_std_min,
                               cfg.log_std_max)
     critic = QEnsemble(backbone_from(cfg.critic), cfg.num_critics)
     tx_actor, tx_critic = optax.flatten(optax.adam(cfg.lr_actor)), optax.flatten(optax.adam(cfg.lr_critic))
     tx_alpha = optax.adam(cfg.lr_alpha)
-    target_entropy = -float(spec.act_dim) if cfg.target_entropy is None else cfg.target_entropy
+    target_entropy = -float(shapes.act_dim) if cfg.target_entropy is None else cfg.target_entropy
 
     def init(key: jax.Array) -> SACState:
         ka, kc = jax.random.split(key)
-        obs, act = jnp.zeros((1, spec.obs_dim)), jnp.zeros((1, spec.act_dim))
+        obs, act = jnp.zeros((1, shapes.obs_dim)), jnp.zeros((1, shapes.act_dim))
         pa = actor.init(ka, obs)["params"]
         pc = critic.init(kc, obs, act)["params"]
         log_alpha = jnp.log(jnp.asarray(cfg.init_alpha, jnp.float32))
@@ -103,13 +110,13 @@ def make_sac(cfg: SACConfig, spec: EnvSpec) -> Agent:
 
     def sample(state: SACState, obs: jax.Array, key: jax.Array, n: int) -> jax.Array:
         mean, log_std = actor.apply({"params": state.actor}, obs[..., None, :])
-        shape = obs.shape[:-1] + (n, spec.act_dim)
+        shape = obs.shape[:-1] + (n, shapes.act_dim)
         return tanh_gaussian_sample(*(jnp.broadcast_to(v, shape) for v in (mean, log_std)), key)[0]
 
     def value(state: SACState, obs: jax.Array, a: jax.Array) -> jax.Array:
         return aggregate(critic.apply({"params": state.critic}, obs, a), cfg.critic_agg)
 
-    def update(state: SACState, batch: dict, key: jax.Array, step: jax.Array):
+    def update(state: SACState, batch: dict, key: jax.Array, update_index: jax.Array):
         k_next, k_pi = jax.random.split(key)
         alpha = jnp.exp(state.log_alpha)
         mean, log_std = actor.apply({"params": state.actor}, batch["next_obs"])
@@ -141,9 +148,10 @@ def make_sac(cfg: SACConfig, spec: EnvSpec) -> Agent:
                    "alpha": alpha, "entropy": -logp.mean()}
         return new, metrics
 
-    return Agent(init, act, update, value, sample)
+    return OffPolicyAgent(init, act, update, value, sample)
 
 
-register(AlgoInfo("sac", "baseline", "uniform", "off_policy", make_sac,
-                  "Haarnoja et al. 2018, Soft Actor-Critic Algorithms and Applications", SACConfig,
-                  follows="flowrl"))
+#: this algorithm's entry in the registry (fluxrl.agents.registry)
+ALGO = AlgoInfo("sac", "baseline", "uniform", "off_policy", make_sac,
+                "Haarnoja et al. 2018, Soft Actor-Critic Algorithms and Applications", SACConfig,
+                follows="flowrl")

@@ -17,10 +17,9 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from fluxrl.agents.base import Agent, AlgoInfo, register
+from fluxrl.agents.base import AlgoInfo, OffPolicyAgent, Shapes
 from fluxrl.agents.common import adam_step, critic_step, soft_update, td_target
-from fluxrl.config import AlgoConfig, NetConfig
-from fluxrl.envs import EnvSpec
+from fluxrl.agents.config import AlgoConfig, NetConfig
 from fluxrl.nets.backbones import backbone_from
 from fluxrl.nets.critics import QEnsemble, aggregate
 from fluxrl.rng import normal
@@ -63,15 +62,15 @@ class TD3State:
     critic_opt: optax.OptState
 
 
-def make_td3(cfg: TD3Config, spec: EnvSpec) -> Agent:
+def make_td3(cfg: TD3Config, shapes: Shapes) -> OffPolicyAgent:
     """Build TD3's pure functions for one seed."""
-    actor = DeterministicActor(backbone_from(cfg.actor), spec.act_dim)
+    actor = DeterministicActor(backbone_from(cfg.actor), shapes.act_dim)
     critic = QEnsemble(backbone_from(cfg.critic), cfg.num_critics)
     tx_actor, tx_critic = optax.adam(cfg.lr_actor), optax.adam(cfg.lr_critic)
 
     def init(key: jax.Array) -> TD3State:
         ka, kc = jax.random.split(key)
-        obs, act = jnp.zeros((1, spec.obs_dim)), jnp.zeros((1, spec.act_dim))
+        obs, act = jnp.zeros((1, shapes.obs_dim)), jnp.zeros((1, shapes.act_dim))
         pa = actor.init(ka, obs)["params"]
         pc = critic.init(kc, obs, act)["params"]
         return TD3State(pa, pc, pa, pc, tx_actor.init(pa), tx_critic.init(pc))
@@ -85,7 +84,7 @@ def make_td3(cfg: TD3Config, spec: EnvSpec) -> Agent:
     def value(state: TD3State, obs: jax.Array, a: jax.Array) -> jax.Array:
         return aggregate(critic.apply({"params": state.critic}, obs, a), cfg.critic_agg)
 
-    def update(state: TD3State, batch: dict, key: jax.Array, step: jax.Array):
+    def update(state: TD3State, batch: dict, key: jax.Array, update_index: jax.Array):
         noise = jnp.clip(cfg.target_noise * normal(key, batch["action"].shape),
                          -cfg.noise_clip, cfg.noise_clip)
         next_a = jnp.clip(actor.apply({"params": state.actor_target}, batch["next_obs"]) + noise,
@@ -113,14 +112,15 @@ def make_td3(cfg: TD3Config, spec: EnvSpec) -> Agent:
         def skip(s: TD3State):
             return s, jnp.zeros((), jnp.float32)
 
-        state, a_loss = jax.lax.cond(step % cfg.policy_delay == 0, delayed, skip, state)
+        state, a_loss = jax.lax.cond(update_index % cfg.policy_delay == 0, delayed, skip, state)
         # actor_loss is 0 on the critic-only steps, so its logged mean is scaled by 1/policy_delay
         return state, {"critic_loss": c_loss, "q_mean": q_mean, "actor_loss": a_loss}
 
-    return Agent(init, act, update, value)
+    return OffPolicyAgent(init, act, update, value)
 
 
-register(AlgoInfo("td3", "baseline", "none", "off_policy", make_td3,
-                  "Fujimoto et al. 2018, Addressing Function Approximation Error in Actor-Critic",
-                  TD3Config,
-                  follows="flowrl"))
+#: this algorithm's entry in the registry (fluxrl.agents.registry)
+ALGO = AlgoInfo("td3", "baseline", "none", "off_policy", make_td3,
+                "Fujimoto et al. 2018, Addressing Function Approximation Error in Actor-Critic",
+                TD3Config,
+                follows="flowrl")

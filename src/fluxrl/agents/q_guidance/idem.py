@@ -62,10 +62,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fluxrl.agents.base import Agent, AlgoInfo, register
+from fluxrl.agents.base import AlgoInfo, OffPolicyAgent, Shapes
 from fluxrl.agents.common import GenerativeACState, GenerativeActorCritic, soft_update
-from fluxrl.config import CandidateConfig
-from fluxrl.envs import EnvSpec
+from fluxrl.agents.config import CandidateConfig
 from fluxrl.errors import FluxError
 from fluxrl.generative import GenerativeModel, models_predicting
 from fluxrl.guidance.energy_score import energy_score
@@ -144,9 +143,9 @@ def idem_actor_loss(actor_params: Any, critic_params: Any,
                   "q_candidates": info["q"].mean(), "grad_scale": info["scale"]}
 
 
-def make_idem(cfg: IDEMConfig, spec: EnvSpec) -> Agent:
+def make_idem(cfg: IDEMConfig, shapes: Shapes) -> OffPolicyAgent:
     """Build iDEM's pure functions for one seed."""
-    ac = GenerativeActorCritic.build(cfg, spec)
+    ac = GenerativeActorCritic.build(cfg, shapes)
 
     def act(state: GenerativeACState, obs: Array, key: Array, deterministic: bool) -> Array:
         k_sample, k_noise = jax.random.split(key)
@@ -155,7 +154,7 @@ def make_idem(cfg: IDEMConfig, spec: EnvSpec) -> Agent:
             return a
         return jnp.clip(a + cfg.explore_noise * normal(k_noise, a.shape), -1.0, 1.0)
 
-    def update(state: GenerativeACState, batch: dict, key: Array, step: Array):
+    def update(state: GenerativeACState, batch: dict, key: Array, update_index: Array):
         k_next, k_time, k_noise, k_rev = jax.random.split(key, 4)
         pc, critic_opt, c_metrics = ac.critic_update(state, batch, k_next)
         pt = soft_update(state.target, pc, cfg.tau)
@@ -169,10 +168,11 @@ def make_idem(cfg: IDEMConfig, spec: EnvSpec) -> Agent:
         new = GenerativeACState(pa, pc, pt, actor_opt, critic_opt)
         return new, {**c_metrics, "actor_loss": a_loss, **aux}
 
-    return Agent(ac.init, act, update, ac.value, ac.sample)
+    return OffPolicyAgent(ac.init, act, update, ac.value, ac.sample)
 
 
-register(AlgoInfo("idem", "q_guidance", "uniform", "off_policy", make_idem,
-                  "Akhound-Sadegh et al. 2024, Iterated Denoising Energy Matching for Sampling "
-                  "from Boltzmann Densities (RL variant: energy -Q / temperature)", IDEMConfig,
-                  follows="flowrl"))
+#: this algorithm's entry in the registry (fluxrl.agents.registry)
+ALGO = AlgoInfo("idem", "q_guidance", "uniform", "off_policy", make_idem,
+                "Akhound-Sadegh et al. 2024, Iterated Denoising Energy Matching for Sampling "
+                "from Boltzmann Densities (RL variant: energy -Q / temperature)", IDEMConfig,
+                follows="flowrl")

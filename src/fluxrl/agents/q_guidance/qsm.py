@@ -50,10 +50,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fluxrl.agents.base import Agent, AlgoInfo, register
+from fluxrl.agents.base import AlgoInfo, OffPolicyAgent, Shapes
 from fluxrl.agents.common import GenerativeACState, GenerativeActorCritic, soft_update
-from fluxrl.config import GenerativeConfig
-from fluxrl.envs import EnvSpec
+from fluxrl.agents.config import GenerativeConfig
 from fluxrl.errors import FluxError
 from fluxrl.generative import GenerativeModel, model_class, models_predicting
 from fluxrl.nets.critics import AGGREGATIONS
@@ -116,9 +115,9 @@ def qsm_actor_loss(actor_params: Any, critic_params: Any,
     return loss, {"q_grad_abs": jax.lax.stop_gradient(g_abs), "target_abs": jnp.abs(target).mean()}
 
 
-def make_qsm(cfg: QSMConfig, spec: EnvSpec) -> Agent:
+def make_qsm(cfg: QSMConfig, shapes: Shapes) -> OffPolicyAgent:
     """Build QSM's pure functions for one seed."""
-    ac = GenerativeActorCritic.build(cfg, spec)
+    ac = GenerativeActorCritic.build(cfg, shapes)
 
     def act(state: GenerativeACState, obs: Array, key: Array, deterministic: bool) -> Array:
         k_sample, k_noise = jax.random.split(key)
@@ -128,7 +127,7 @@ def make_qsm(cfg: QSMConfig, spec: EnvSpec) -> Agent:
         a = a + cfg.explore_noise * normal(k_noise, a.shape)
         return jnp.clip(a, -1.0, 1.0)
 
-    def update(state: GenerativeACState, batch: dict, key: Array, step: Array):
+    def update(state: GenerativeACState, batch: dict, key: Array, update_index: Array):
         k_next, k_time, k_noise = jax.random.split(key, 3)
         pc, critic_opt, c_metrics = ac.critic_update(state, batch, k_next)
         pt = soft_update(state.target, pc, cfg.tau)
@@ -142,10 +141,11 @@ def make_qsm(cfg: QSMConfig, spec: EnvSpec) -> Agent:
         new = GenerativeACState(pa, pc, pt, actor_opt, critic_opt)
         return new, {**c_metrics, "actor_loss": a_loss, **aux}
 
-    return Agent(ac.init, act, update, ac.value, ac.sample)
+    return OffPolicyAgent(ac.init, act, update, ac.value, ac.sample)
 
 
-register(AlgoInfo("qsm", "q_guidance", "uniform", "off_policy", make_qsm,
-                  "Psenka et al. 2023, Learning a Diffusion Model Policy from Rewards via Q-Score "
-                  "Matching", QSMConfig,
-                  follows="flowrl"))
+#: this algorithm's entry in the registry (fluxrl.agents.registry)
+ALGO = AlgoInfo("qsm", "q_guidance", "uniform", "off_policy", make_qsm,
+                "Psenka et al. 2023, Learning a Diffusion Model Policy from Rewards via Q-Score "
+                "Matching", QSMConfig,
+                follows="flowrl")

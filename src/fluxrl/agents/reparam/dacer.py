@@ -72,10 +72,9 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from fluxrl.agents.base import Agent, AlgoInfo, register
+from fluxrl.agents.base import AlgoInfo, OffPolicyAgent, Shapes
 from fluxrl.agents.common import adam_step, generative_actor, soft_update, td_target
-from fluxrl.config import GenerativeConfig
-from fluxrl.envs import EnvSpec
+from fluxrl.agents.config import GenerativeConfig
 from fluxrl.errors import FluxError
 from fluxrl.generative import GenerativeModel
 from fluxrl.guidance.best_of_n import sample_n
@@ -163,15 +162,15 @@ class DACERState:
     alpha_opt: optax.OptState
 
 
-def make_dacer(cfg: DACERConfig, spec: EnvSpec) -> Agent:
+def make_dacer(cfg: DACERConfig, shapes: Shapes) -> OffPolicyAgent:
     """Build DACER's pure functions for one seed."""
     cfg.validate()
-    model, actor = generative_actor(cfg, spec.act_dim)
+    model, actor = generative_actor(cfg, shapes.act_dim)
     critic = GaussianQEnsemble(backbone_from(cfg.critic), cfg.num_critics)
     tx_actor = optax.flatten(optax.adam(cfg.lr_actor))
     tx_critic = optax.flatten(optax.adam(cfg.lr_critic))
     tx_alpha = optax.adam(cfg.lr_alpha)
-    target_entropy = -0.9 * spec.act_dim if cfg.target_entropy is None else cfg.target_entropy
+    target_entropy = -0.9 * shapes.act_dim if cfg.target_entropy is None else cfg.target_entropy
 
     def noisy(a: Array, log_alpha: Array, key: Array) -> Array:
         """The exploration action: ``a + alpha noise_scaler N(0, I)``, clipped to the box."""
@@ -180,7 +179,7 @@ def make_dacer(cfg: DACERConfig, spec: EnvSpec) -> Agent:
 
     def init(key: Array) -> DACERState:
         ka, kc = jax.random.split(key)
-        obs, act = jnp.zeros((1, spec.obs_dim)), jnp.zeros((1, spec.act_dim))
+        obs, act = jnp.zeros((1, shapes.obs_dim)), jnp.zeros((1, shapes.act_dim))
         pa = actor.init(ka, act, jnp.zeros((1,)), obs)["params"]
         pc = critic.init(kc, obs, act)["params"]
         log_alpha = jnp.log(jnp.asarray(cfg.init_alpha, jnp.float32))
@@ -189,11 +188,11 @@ def make_dacer(cfg: DACERConfig, spec: EnvSpec) -> Agent:
 
     def act(state: DACERState, obs: Array, key: Array, deterministic: bool) -> Array:
         k_sample, k_noise = jax.random.split(key)
-        a = model.sample(actor, state.actor, obs, k_sample, obs.shape[:-1] + (spec.act_dim,))
+        a = model.sample(actor, state.actor, obs, k_sample, obs.shape[:-1] + (shapes.act_dim,))
         return a if deterministic else noisy(a, state.log_alpha, k_noise)
 
     def sample(state: DACERState, obs: Array, key: Array, n: int) -> Array:
-        return sample_n(model, actor, state.actor, obs, key, n, spec.act_dim)
+        return sample_n(model, actor, state.actor, obs, key, n, shapes.act_dim)
 
     def q_value(params: dict, obs: Array, a: Array) -> Array:
         """The ensemble's mean returns, reduced by ``critic_agg``."""
@@ -202,7 +201,7 @@ def make_dacer(cfg: DACERConfig, spec: EnvSpec) -> Agent:
     def value(state: DACERState, obs: Array, a: Array) -> Array:
         return q_value(state.critic, obs, a)
 
-    def update(state: DACERState, batch: dict, key: Array, step: Array):
+    def update(state: DACERState, batch: dict, key: Array, update_index: Array):
         k_next, k_noise, k_ret, k_actor, k_alpha = jax.random.split(key, 5)
         reward = batch["reward"] * cfg.reward_scale
         next_a = model.sample(actor, state.actor, batch["next_obs"], k_next, batch["action"].shape)
@@ -227,33 +226,34 @@ def make_dacer(cfg: DACERConfig, spec: EnvSpec) -> Agent:
         def actor_step(s: DACERState):
             a_loss, g = jax.value_and_grad(dacer_actor_loss)(
                 s.actor, model, actor, lambda a: q_value(state.critic, batch["obs"], a),
-                batch["obs"], k_actor, spec.act_dim)
+                batch["obs"], k_actor, shapes.act_dim)
             pa, actor_opt = adam_step(s.actor, s.actor_opt, g, tx_actor)
             return s.replace(actor=pa, actor_opt=actor_opt), a_loss
 
-        new, a_loss = jax.lax.cond(step % cfg.policy_delay == 0, actor_step,
+        new, a_loss = jax.lax.cond(update_index % cfg.policy_delay == 0, actor_step,
                                    lambda s: (s, jnp.zeros((), jnp.float32)), new)
 
         def alpha_step(s: DACERState) -> DACERState:
             k_sample, k_noise, k_fit = jax.random.split(k_alpha, 3)
             acts = sample_n(model, actor, s.actor, batch["obs"], k_sample, cfg.entropy_samples,
-                            spec.act_dim)
+                            shapes.act_dim)
             acts = noisy(acts, s.log_alpha, k_noise)
             entropy = mixture_entropy(acts, k_fit, cfg.gmm_components).mean()
             g = jax.grad(lambda la: la * (entropy - target_entropy))(s.log_alpha)
             log_alpha, alpha_opt = adam_step(s.log_alpha, s.alpha_opt, g, tx_alpha)
             return s.replace(log_alpha=log_alpha, alpha_opt=alpha_opt, entropy=entropy)
 
-        new = jax.lax.cond(step % cfg.alpha_every == 0, alpha_step, lambda s: s, new)
+        new = jax.lax.cond(update_index % cfg.alpha_every == 0, alpha_step, lambda s: s, new)
         # actor_loss is 0 on critic-only steps, so its logged mean is scaled by 1 / policy_delay
         metrics = {"critic_loss": c_loss, "actor_loss": a_loss, "q_mean": q_mean, "q_std": q_std,
                    "running_q_std": new.q_std, "alpha": jnp.exp(new.log_alpha),
                    "entropy": new.entropy, "next_action_abs": jnp.abs(next_a).mean()}
         return new, metrics
 
-    return Agent(init, act, update, value, sample)
+    return OffPolicyAgent(init, act, update, value, sample)
 
 
-register(AlgoInfo("dacer", "reparam", "uniform", "off_policy", make_dacer,
-                  "Wang et al. 2024, Diffusion Actor-Critic with Entropy Regulator", DACERConfig,
-                  follows="flowrl"))
+#: this algorithm's entry in the registry (fluxrl.agents.registry)
+ALGO = AlgoInfo("dacer", "reparam", "uniform", "off_policy", make_dacer,
+                "Wang et al. 2024, Diffusion Actor-Critic with Entropy Regulator", DACERConfig,
+                follows="flowrl")

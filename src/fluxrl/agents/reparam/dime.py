@@ -57,10 +57,9 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from fluxrl.agents.base import Agent, AlgoInfo, register
+from fluxrl.agents.base import AlgoInfo, OffPolicyAgent, Shapes
 from fluxrl.agents.common import adam_step, critic_step, generative_actor, soft_update, td_target
-from fluxrl.config import GenerativeConfig
-from fluxrl.envs import EnvSpec
+from fluxrl.agents.config import GenerativeConfig
 from fluxrl.errors import FluxError
 from fluxrl.generative import DDPM, MODELS, GenerativeModel, model_class
 from fluxrl.generative import conversions as cv
@@ -173,17 +172,17 @@ class DIMEState:
     alpha_opt: optax.OptState
 
 
-def make_dime(cfg: DIMEConfig, spec: EnvSpec) -> Agent:
+def make_dime(cfg: DIMEConfig, shapes: Shapes) -> OffPolicyAgent:
     """Build DIME's pure functions for one seed."""
     cfg.validate()
-    model, actor = generative_actor(cfg, spec.act_dim)
+    model, actor = generative_actor(cfg, shapes.act_dim)
     grid = stochastic_grid(model, cfg.diffusion_steps)
     critic = QEnsemble(backbone_from(cfg.critic), cfg.num_critics)
     tx_actor = optax.chain(optax.zero_nans(), optax.clip(cfg.actor_grad_clip),
                            optax.adam(cfg.lr_actor, b1=cfg.adam_b1))
     tx_critic = optax.flatten(optax.adam(cfg.lr_critic, b1=cfg.adam_b1))
     tx_alpha = optax.adam(cfg.lr_alpha)
-    target_entropy = (-(RUN_COST_TARGET + PRIOR_LOG_DENSITY) * spec.act_dim
+    target_entropy = (-(RUN_COST_TARGET + PRIOR_LOG_DENSITY) * shapes.act_dim
                       if cfg.target_entropy is None else cfg.target_entropy)
 
     def chain(params: Any, obs: Array, key: Array, shape: tuple) -> Array:
@@ -193,7 +192,7 @@ def make_dime(cfg: DIMEConfig, spec: EnvSpec) -> Agent:
 
     def init(key: Array) -> DIMEState:
         ka, kc = jax.random.split(key)
-        obs, act = jnp.zeros((1, spec.obs_dim)), jnp.zeros((1, spec.act_dim))
+        obs, act = jnp.zeros((1, shapes.obs_dim)), jnp.zeros((1, shapes.act_dim))
         pa = actor.init(ka, act, jnp.zeros((1,)), obs)["params"]
         pc = critic.init(kc, obs, act)["params"]
         log_alpha = jnp.log(jnp.asarray(cfg.init_alpha, jnp.float32))
@@ -202,10 +201,10 @@ def make_dime(cfg: DIMEConfig, spec: EnvSpec) -> Agent:
 
     def act(state: DIMEState, obs: Array, key: Array, deterministic: bool) -> Array:
         # DIME acts, and evaluates, with one sample of the stochastic chain
-        return chain(state.actor, obs, key, obs.shape[:-1] + (spec.act_dim,))
+        return chain(state.actor, obs, key, obs.shape[:-1] + (shapes.act_dim,))
 
     def sample(state: DIMEState, obs: Array, key: Array, n: int) -> Array:
-        shape = obs.shape[:-1] + (n, spec.act_dim)
+        shape = obs.shape[:-1] + (n, shapes.act_dim)
         return chain(state.actor, obs[..., None, :], key, shape)
 
     def q_value(params: dict, obs: Array, a: Array) -> Array:
@@ -214,11 +213,11 @@ def make_dime(cfg: DIMEConfig, spec: EnvSpec) -> Agent:
     def value(state: DIMEState, obs: Array, a: Array) -> Array:
         return q_value(state.critic, obs, a)
 
-    def update(state: DIMEState, batch: dict, key: Array, step: Array):
+    def update(state: DIMEState, batch: dict, key: Array, update_index: Array):
         k_next, k_actor = jax.random.split(key)
         alpha = jnp.exp(state.log_alpha)
         next_a, next_cost = squashed_chain(model, actor, state.actor, batch["next_obs"], k_next,
-                                           grid, spec.act_dim, scale=cfg.squash_scale)
+                                           grid, shapes.act_dim, scale=cfg.squash_scale)
         next_v = q_value(state.target, batch["next_obs"], next_a) - alpha * next_cost
         target = td_target(batch["reward"], batch["terminated"], cfg.discount, next_v)
         pc, critic_opt, c_loss, q_mean = critic_step(critic, state.critic, state.critic_opt,
@@ -229,7 +228,7 @@ def make_dime(cfg: DIMEConfig, spec: EnvSpec) -> Agent:
         def actor_step(s: DIMEState) -> tuple[DIMEState, Array]:
             (a_loss, cost), g = jax.value_and_grad(dime_actor_loss, has_aux=True)(
                 s.actor, model, actor, grid, lambda a: q_value(s.critic, batch["obs"], a),
-                batch["obs"], k_actor, spec.act_dim, alpha, cfg.squash_scale)
+                batch["obs"], k_actor, shapes.act_dim, alpha, cfg.squash_scale)
             pa, actor_opt = adam_step(s.actor, s.actor_opt, g, tx_actor)
             entropy = -jax.lax.stop_gradient(cost)
             ga = jax.grad(lambda la: jnp.exp(la) * (entropy - target_entropy))(s.log_alpha)
@@ -237,7 +236,7 @@ def make_dime(cfg: DIMEConfig, spec: EnvSpec) -> Agent:
             return s.replace(actor=pa, actor_opt=actor_opt, log_alpha=log_alpha,
                              alpha_opt=alpha_opt, entropy=entropy), a_loss
 
-        new, a_loss = jax.lax.cond((step + 1) % cfg.policy_delay == 0, actor_step,
+        new, a_loss = jax.lax.cond((update_index + 1) % cfg.policy_delay == 0, actor_step,
                                    lambda s: (s, jnp.zeros((), jnp.float32)), new)
         # actor_loss is 0 on critic-only steps, so its logged mean is scaled by 1 / policy_delay
         metrics = {"critic_loss": c_loss, "actor_loss": a_loss, "q_mean": q_mean,
@@ -245,9 +244,10 @@ def make_dime(cfg: DIMEConfig, spec: EnvSpec) -> Agent:
                    "next_cost": next_cost.mean(), "next_action_abs": jnp.abs(next_a).mean()}
         return new, metrics
 
-    return Agent(init, act, update, value, sample)
+    return OffPolicyAgent(init, act, update, value, sample)
 
 
-register(AlgoInfo("dime", "reparam", "uniform", "off_policy", make_dime,
-                  "Celik et al. 2025, DIME: Diffusion-Based Maximum Entropy Reinforcement Learning",
-                  DIMEConfig, follows="authors"))
+#: this algorithm's entry in the registry (fluxrl.agents.registry)
+ALGO = AlgoInfo("dime", "reparam", "uniform", "off_policy", make_dime,
+                "Celik et al. 2025, DIME: Diffusion-Based Maximum Entropy Reinforcement Learning",
+                DIMEConfig, follows="authors")

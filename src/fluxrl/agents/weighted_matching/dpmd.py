@@ -66,10 +66,9 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from fluxrl.agents.base import Agent, AlgoInfo, register
+from fluxrl.agents.base import AlgoInfo, OffPolicyAgent, Shapes
 from fluxrl.agents.common import GenerativeACState, GenerativeActorCritic, adam_step, soft_update
-from fluxrl.config import GenerativeConfig
-from fluxrl.envs import EnvSpec
+from fluxrl.agents.config import GenerativeConfig
 from fluxrl.errors import FluxError
 from fluxrl.guidance.weights import REWEIGHTS, kl_from_uniform, particle_weights
 from fluxrl.nets.critics import AGGREGATIONS
@@ -161,9 +160,9 @@ class DPMDState(GenerativeACState):
     temp_opt: optax.OptState
 
 
-def make_dpmd(cfg: DPMDConfig, spec: EnvSpec) -> Agent:
+def make_dpmd(cfg: DPMDConfig, shapes: Shapes) -> OffPolicyAgent:
     """Build DPMD's pure functions for one seed."""
-    ac = GenerativeActorCritic.build(cfg, spec)
+    ac = GenerativeActorCritic.build(cfg, shapes)
     tx_temp = optax.adam(cfg.lr_temp)
     noise = cfg.particle_noise
     q_particles = ac.q(cfg.particle_agg)
@@ -179,7 +178,7 @@ def make_dpmd(cfg: DPMDConfig, spec: EnvSpec) -> Agent:
         # evaluation's best of best_of_eval is added by the trainer
         return ac.policy_sample(state.actor, obs, key)
 
-    def update(state: DPMDState, batch: dict, key: Array, step: Array):
+    def update(state: DPMDState, batch: dict, key: Array, update_index: Array):
         k_next, k_part, k_noise, k_loss = jax.random.split(key, 4)
         obs = batch["obs"]
         pc, critic_opt, c_metrics = ac.critic_update(state, batch, k_next)
@@ -200,9 +199,9 @@ def make_dpmd(cfg: DPMDConfig, spec: EnvSpec) -> Agent:
             g_temp = jax.grad(temperature_loss)(state.log_temp, kl.mean(), cfg.target_kl)
             log_temp, temp_opt = adam_step(state.log_temp, state.temp_opt, g_temp, tx_temp)
 
-        # mirror descent: the new actor becomes the reference every refresh_every updates; step is
-        # shared by all seeds, so this stays a real branch under vmap
-        reference = jax.lax.cond(step % cfg.refresh_every == 0, lambda new, old: new,
+        # mirror descent: the new actor becomes the reference every refresh_every updates;
+        # update_index is shared by all seeds, so this stays a real branch under vmap
+        reference = jax.lax.cond(update_index % cfg.refresh_every == 0, lambda new, old: new,
                                  lambda new, old: old, pa, state.reference)
         new = DPMDState(pa, pc, soft_update(state.target, pc, cfg.tau), actor_opt, critic_opt,
                         reference=reference, log_temp=log_temp, temp_opt=temp_opt)
@@ -211,10 +210,11 @@ def make_dpmd(cfg: DPMDConfig, spec: EnvSpec) -> Agent:
                    "q_particles": q_parts.mean(), "particle_std": parts.std(-2).mean()}
         return new, metrics
 
-    return Agent(init, act, update, ac.value, ac.sample)
+    return OffPolicyAgent(init, act, update, ac.value, ac.sample)
 
 
-register(AlgoInfo("dpmd", "weighted_matching", "previous", "off_policy", make_dpmd,
-                  "Ma et al. 2025, Efficient Online Reinforcement Learning for Diffusion Policy "
-                  "(DPMD)", DPMDConfig,
-                  follows="flowrl"))
+#: this algorithm's entry in the registry (fluxrl.agents.registry)
+ALGO = AlgoInfo("dpmd", "weighted_matching", "previous", "off_policy", make_dpmd,
+                "Ma et al. 2025, Efficient Online Reinforcement Learning for Diffusion Policy "
+                "(DPMD)", DPMDConfig,
+                follows="flowrl")

@@ -60,10 +60,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from fluxrl.agents.base import Agent, AlgoInfo, register
+from fluxrl.agents.base import AlgoInfo, OffPolicyAgent, Shapes
 from fluxrl.agents.common import GenerativeACState, GenerativeActorCritic, soft_update
-from fluxrl.config import GenerativeConfig, NetConfig
-from fluxrl.envs import EnvSpec
+from fluxrl.agents.config import GenerativeConfig, NetConfig
 from fluxrl.errors import FluxError
 from fluxrl.guidance.weights import top_advantages
 from fluxrl.nets.critics import AGGREGATIONS
@@ -137,9 +136,9 @@ class QVPOState(GenerativeACState):
     actor_target: dict  #: EMA copy of the actor that draws the TD target's next action
 
 
-def make_qvpo(cfg: QVPOConfig, spec: EnvSpec) -> Agent:
+def make_qvpo(cfg: QVPOConfig, shapes: Shapes) -> OffPolicyAgent:
     """Build QVPO's pure functions for one seed."""
-    ac = GenerativeActorCritic.build(cfg, spec)
+    ac = GenerativeActorCritic.build(cfg, shapes)
     n_target = cfg.target_samples if cfg.target_samples is not None else cfg.best_of_act
     m_unif = cfg.entropy_samples if cfg.entropy_coef > 0 else 0
     q_next, q_train = ac.q(cfg.critic_agg), ac.q(cfg.train_agg)
@@ -154,7 +153,7 @@ def make_qvpo(cfg: QVPOConfig, spec: EnvSpec) -> Agent:
         # while training and best_of_eval at evaluation
         return ac.policy_sample(state.actor, obs, key)
 
-    def update(state: QVPOState, batch: dict, key: Array, step: Array):
+    def update(state: QVPOState, batch: dict, key: Array, update_index: Array):
         k_next, k_train, k_unif, k_loss = jax.random.split(key, 4)
         obs, next_obs = batch["obs"], batch["next_obs"]
 
@@ -169,7 +168,7 @@ def make_qvpo(cfg: QVPOConfig, spec: EnvSpec) -> Agent:
         q_samples = q_train(state.critic, obs[:, None, :], samples)
         unif = None
         if m_unif:
-            unif = 2.0 * uniform(k_unif, (obs.shape[0], m_unif, spec.act_dim)) - 1.0
+            unif = 2.0 * uniform(k_unif, (obs.shape[0], m_unif, shapes.act_dim)) - 1.0
         x0, weights, adv = qvpo_targets(samples, q_samples, unif, cfg.entropy_coef)
         pa, actor_opt, a_loss, _ = ac.actor_fit(state, lambda p: (ac.model.loss(
             ac.actor, p, x0, obs[:, None, :], k_loss, weights), None))
@@ -181,10 +180,11 @@ def make_qvpo(cfg: QVPOConfig, spec: EnvSpec) -> Agent:
                    "sample_std": samples.std(-2).mean()}
         return new, metrics
 
-    return Agent(init, act, update, ac.value, ac.sample)
+    return OffPolicyAgent(init, act, update, ac.value, ac.sample)
 
 
-register(AlgoInfo("qvpo", "weighted_matching", "uniform", "off_policy", make_qvpo,
-                  "Ding et al. 2024, Diffusion-based Reinforcement Learning via Q-weighted "
-                  "Variational Policy Optimization (QVPO)", QVPOConfig,
-                  follows="flowrl"))
+#: this algorithm's entry in the registry (fluxrl.agents.registry)
+ALGO = AlgoInfo("qvpo", "weighted_matching", "uniform", "off_policy", make_qvpo,
+                "Ding et al. 2024, Diffusion-based Reinforcement Learning via Q-weighted "
+                "Variational Policy Optimization (QVPO)", QVPOConfig,
+                follows="flowrl")

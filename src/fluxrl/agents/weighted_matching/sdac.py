@@ -69,10 +69,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fluxrl.agents.base import Agent, AlgoInfo, register
+from fluxrl.agents.base import AlgoInfo, OffPolicyAgent, Shapes
 from fluxrl.agents.common import GenerativeACState, GenerativeActorCritic, soft_update
-from fluxrl.config import CandidateConfig
-from fluxrl.envs import EnvSpec
+from fluxrl.agents.config import CandidateConfig
 from fluxrl.errors import FluxError
 from fluxrl.generative import GenerativeModel
 from fluxrl.guidance.reverse_sampling import candidate_loss, reverse_sample
@@ -138,9 +137,9 @@ def sdac_actor_loss(actor_params: Any, critic_params: Any, model: GenerativeMode
                   "q_candidates": q.mean()}
 
 
-def make_sdac(cfg: SDACConfig, spec: EnvSpec) -> Agent:
+def make_sdac(cfg: SDACConfig, shapes: Shapes) -> OffPolicyAgent:
     """Build SDAC's pure functions for one seed."""
-    ac = GenerativeActorCritic.build(cfg, spec)
+    ac = GenerativeActorCritic.build(cfg, shapes)
     q_value = ac.q(cfg.critic_agg)
 
     def act(state: GenerativeACState, obs: Array, key: Array, deterministic: bool) -> Array:
@@ -148,7 +147,7 @@ def make_sdac(cfg: SDACConfig, spec: EnvSpec) -> Agent:
         # best of best_of_eval is added by the trainer
         return ac.policy_sample(state.actor, obs, key)
 
-    def update(state: GenerativeACState, batch: dict, key: Array, step: Array):
+    def update(state: GenerativeACState, batch: dict, key: Array, update_index: Array):
         k_next, k_time, k_noise, k_rev = jax.random.split(key, 4)
         pc, critic_opt, c_metrics = ac.critic_update(state, batch, k_next)
 
@@ -162,10 +161,11 @@ def make_sdac(cfg: SDACConfig, spec: EnvSpec) -> Agent:
                                 critic_opt)
         return new, {**c_metrics, "actor_loss": a_loss, **aux}
 
-    return Agent(ac.init, act, update, ac.value, ac.sample)
+    return OffPolicyAgent(ac.init, act, update, ac.value, ac.sample)
 
 
-register(AlgoInfo("sdac", "weighted_matching", "uniform", "off_policy", make_sdac,
-                  "Ma et al. 2025, Soft Diffusion Actor-Critic: Efficient Online Reinforcement "
-                  "Learning for Diffusion Policy", SDACConfig,
-                  follows="flowrl"))
+#: this algorithm's entry in the registry (fluxrl.agents.registry)
+ALGO = AlgoInfo("sdac", "weighted_matching", "uniform", "off_policy", make_sdac,
+                "Ma et al. 2025, Soft Diffusion Actor-Critic: Efficient Online Reinforcement "
+                "Learning for Diffusion Policy", SDACConfig,
+                follows="flowrl")
