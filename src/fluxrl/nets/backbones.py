@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import flax.linen as nn
 import jax
@@ -15,8 +15,15 @@ import jax.numpy as jnp
 
 from fluxrl.errors import FluxError, close_matches
 
-if TYPE_CHECKING:
-    from fluxrl.config import NetConfig
+
+class NetSpec(Protocol):
+    """What :func:`backbone_from` reads (``fluxrl.agents.config.NetConfig`` has these fields)."""
+
+    backbone: str
+    width: int
+    depth: int
+    act: str
+    layer_norm: bool
 
 @jax.custom_jvp
 def mish(x: jax.Array) -> jax.Array:
@@ -129,6 +136,6 @@ def make_backbone(name: str, width: int, depth: int, act: str, layer_norm: bool)
     return BACKBONES[name](width=width, depth=depth, act=act, layer_norm=layer_norm)
 
 
-def backbone_from(net: NetConfig) -> nn.Module:
-    """The backbone a :class:`fluxrl.config.NetConfig` (resolved) describes."""
+def backbone_from(net: NetSpec) -> nn.Module:
+    """The backbone a resolved :class:`fluxrl.agents.config.NetConfig` describes."""
     return make_backbone(net.backbone, net.width, net.depth, net.act, net.layer_norm)
