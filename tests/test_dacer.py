@@ -1,6 +1,8 @@
 """DACER: the reparameterised actor loss (gradients through every denoising step), the distributional
 critic target with reward scaling and terminal masking, the actor / temperature schedules and the
-temperature's direction, acting, config errors, paper defaults, and learning on Pendulum."""
+temperature's direction, exploration noise, its config errors, paper defaults, and learning on
+Pendulum. Acting shapes, the model classes and the shared config errors are tested for every
+agent in test_agent_contract.py."""
 
 from __future__ import annotations
 
@@ -10,41 +12,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from agent_helpers import bootstrapped, random_batch, set_q_head, tiny_config, trees_differ
 
+from fluxrl.agents.base import Shapes
 from fluxrl.agents.registry import get_algo
 from fluxrl.agents.reparam.dacer import DACERConfig, dacer_actor_loss
 from fluxrl.config import compose, resolve
-from fluxrl.envs import EnvSpec
 from fluxrl.errors import FluxError
 from fluxrl.generative import make_model
 from fluxrl.nets.backbones import backbone_from
 from fluxrl.nets.distributional import GaussianQEnsemble, dsac_critic_loss
 from fluxrl.train.run import train
 
-TINY = ["algo=dacer", "env=gym/Pendulum-v1", "algo.actor.width=16", "algo.critic.width=16",
-        "algo.obs_encoder_width=8", "algo.diffusion_steps=3", "algo.entropy_samples=16"]
-GYM = EnvSpec("gym/Fake-v0", "gym", 3, 2, 1, 200)
-DMC = EnvSpec("dmc/fake-task", "dmc", 3, 2, 2, 500)
+SHAPES = Shapes(obs_dim=3, act_dim=2)
 
 
-def tiny(*extra: str, spec: EnvSpec = GYM):
+def tiny(*extra: str):
     """A small agent whose ``init`` is jitted (op by op it costs seconds)."""
-    cfg = resolve(compose(TINY + list(extra))).algo
-    agent = get_algo("dacer").make(cfg, spec)
+    cfg = tiny_config("dacer", *extra).algo
+    agent = get_algo("dacer").make(cfg, SHAPES)
     return cfg, dataclasses.replace(agent, init=jax.jit(agent.init))
-
-
-def random_batch(n: int = 64, seed: int = 1, obs_dim: int = 3, act_dim: int = 2) -> dict:
-    rng = np.random.default_rng(seed)
-    batch = {"obs": rng.normal(size=(n, obs_dim)), "action": rng.uniform(-1, 1, (n, act_dim)),
-             "reward": rng.normal(size=n), "next_obs": rng.normal(size=(n, obs_dim)),
-             "terminated": (np.arange(n) % 2).astype(np.float64)}
-    return {k: jnp.asarray(v, jnp.float32) for k, v in batch.items()}
-
-
-def changed(a, b) -> bool:
-    return any(not np.array_equal(np.asarray(x), np.asarray(y))
-               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
 # --- the actor loss -----------------------------------------------------------------------------
@@ -73,29 +60,26 @@ def test_actor_gradient_flows_through_the_whole_chain(name):
 # --- the critic ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("env, spec, agg, scale, bootstrap", [
-    ("gym/Pendulum-v1", GYM, "min", 0.2, -2.0), ("dmc/cartpole-balance", DMC, "mean", 1.0, 0.5)])
-def test_critic_target_is_scaled_clipped_and_stops_at_termination(env, spec, agg, scale,
-                                                                  bootstrap):
+@pytest.mark.parametrize("env, agg, scale, bootstrap", [
+    ("gym/Pendulum-v1", "min", 0.2, -2.0), ("dmc/cartpole-balance", "mean", 1.0, 0.5)])
+def test_critic_target_is_scaled_clipped_and_stops_at_termination(env, agg, scale, bootstrap):
     """Target critics set to the constant returns N(3, ~0) and N(-2, ~0) (zero last-layer kernel,
     std softplus(-30)): whatever the next action, the target is ``reward_scale r + gamma (1 -
     terminated) agg(3, -2)`` (reward scale 0.2 on Gym, 1.0 on DMC, the latter from
     fluxrl.task_defaults when the config is composed for a DMC task); the update's critic loss
     must equal the DSAC-T loss of the online critics against it, summed over the two members,
     with the running std at its initial 1."""
-    cfg, agent = tiny(f"algo.critic_agg={agg}", f"env={env}", spec=spec)
+    cfg, agent = tiny(f"algo.critic_agg={agg}", f"env={env}")
     assert cfg.reward_scale == scale
     state = agent.init(jax.random.PRNGKey(0))
-    head = state.target["VmapGaussianQHead_0"]["Dense_0"]
-    head = {"kernel": jnp.zeros_like(head["kernel"]), "bias": jnp.array([[3.0, -30.0], [-2.0, -30.0]])}
-    state = state.replace(target={**state.target, "VmapGaussianQHead_0": {"Dense_0": head}})
-    batch = random_batch()
+    state = state.replace(target=set_q_head(state.target, [[3.0, -30.0], [-2.0, -30.0]],
+                                            head="VmapGaussianQHead_0"))
+    batch = random_batch(SHAPES)
     _, metrics = jax.jit(agent.update)(state, batch, jax.random.PRNGKey(2), jnp.int32(1))
 
     mean, std = GaussianQEnsemble(backbone_from(cfg.critic), 2).apply(
         {"params": state.critic}, batch["obs"], batch["action"])
-    r, done = np.asarray(batch["reward"]), np.asarray(batch["terminated"])
-    y = jnp.asarray(scale * r + 0.99 * (1.0 - done) * bootstrap)
+    y = jnp.asarray(bootstrapped(batch, bootstrap, reward_scale=scale), jnp.float32)
     want = float(dsac_critic_loss(mean, std, y, y, jnp.float32(1.0)).sum())
     np.testing.assert_allclose(float(metrics["critic_loss"]), want, rtol=1e-5)
     np.testing.assert_allclose(float(metrics["q_std"]), float(std.mean()), rtol=1e-6)
@@ -117,11 +101,11 @@ def scheduled():
 def test_actor_every_second_and_temperature_every_fourth_step(scheduled):
     _, agent, update = scheduled
     state = agent.init(jax.random.PRNGKey(0))
-    batch = random_batch()
+    batch = random_batch(SHAPES)
     for step in (5, 6, 7, 8):
         new, m = update(state, batch, jax.random.PRNGKey(step), jnp.int32(step))
-        assert changed(state.critic, new.critic) and changed(state.target, new.target)
-        assert changed(state.actor, new.actor) == (step % 2 == 0), step
+        assert trees_differ(state.critic, new.critic) and trees_differ(state.target, new.target)
+        assert trees_differ(state.actor, new.actor) == (step % 2 == 0), step
         assert (float(new.log_alpha) != float(state.log_alpha)) == (step % 4 == 0), step
         assert (float(m["actor_loss"]) == 0.0) == (step % 2 == 1)
         assert all(np.isfinite(float(v)) for v in m.values()), m
@@ -139,7 +123,7 @@ def test_temperature_moves_toward_the_target_entropy(sign, scheduled):
         agent = tiny("algo.target_entropy=-100")[1]
         update = jax.jit(agent.update)
     state = agent.init(jax.random.PRNGKey(0))
-    new, m = update(state, random_batch(), jax.random.PRNGKey(3), jnp.int32(0))
+    new, m = update(state, random_batch(SHAPES), jax.random.PRNGKey(3), jnp.int32(0))
     np.testing.assert_allclose(float(new.log_alpha - state.log_alpha), sign * 0.03, rtol=1e-3)
     np.testing.assert_allclose(float(m["alpha"]), 3.0 * np.exp(sign * 0.03), rtol=1e-4)
     assert np.isfinite(float(m["entropy"])) and float(m["entropy"]) != 0.0
@@ -152,22 +136,14 @@ def test_update_is_pure_xla_with_real_branches_under_seed_vmap(scheduled):
     states = jax.eval_shape(jax.vmap(agent.init), jax.random.split(jax.random.PRNGKey(0), 2))
     keys = jax.random.split(jax.random.PRNGKey(1), 2)
     text = str(jax.make_jaxpr(jax.vmap(agent.update, in_axes=(0, None, 0, None)))(
-        states, random_batch(), keys, jnp.int32(0)))
+        states, random_batch(SHAPES), keys, jnp.int32(0)))
     assert text.count(" cond[") >= 2 and "while[" in text and "callback" not in text
-
-
-@pytest.mark.parametrize("name", ["flow", "edm"])
-def test_other_generative_models_train(name):
-    _, agent = tiny(f"algo.model={name}", "algo.alpha_every=2")
-    state = agent.init(jax.random.PRNGKey(0))
-    new, m = jax.jit(agent.update)(state, random_batch(), jax.random.PRNGKey(1), jnp.int32(2))
-    assert changed(state.actor, new.actor) and all(np.isfinite(float(v)) for v in m.values())
 
 
 # --- acting -------------------------------------------------------------------------------------
 
 
-def test_act_sample_value_shapes_box_and_exploration_noise():
+def test_exploration_noise_is_alpha_times_the_noise_scaler():
     """Evaluation is the noise-free sample; exploration adds N(0, (alpha noise_scaler)^2) to the
     same sample (alpha = 3, noise_scaler 0.01: std 0.03, checked where the sample is inside +-0.8)
     and clips to the box (the untrained chain often lands on its faces)."""
@@ -182,24 +158,21 @@ def test_act_sample_value_shapes_box_and_exploration_noise():
     assert 0.2 < inside.mean() and np.mean(np.abs(ex) == 1.0) > 0.01
     diff = (ex - ev)[inside]
     assert abs(np.std(diff) - 0.03) <= 0.0015 and abs(np.mean(diff)) < 0.002, np.std(diff)
-    cands = agent.sample(state, obs[:5], key, 7)
-    assert cands.shape == (5, 7, 2) and float(jnp.abs(cands).max()) <= 1.0
-    assert agent.value(state, obs[:5], ev[:5]).shape == (5,)
 
 
 # --- config -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("override, words", [
-    ("algo.policy_delay=0", "policy_delay"), ("algo.alpha_every=0", "alpha_every"),
+    ("algo.alpha_every=0", "alpha_every"),
     ("algo.gmm_components=0", "gmm_components"), ("algo.entropy_samples=1", "entropy_samples"),
-    ("algo.lr_alpha=0", "lr_alpha"), ("algo.lr_alpha=nan", "lr_alpha"),
-    ("algo.init_alpha=-1", "init_alpha"), ("algo.noise_scaler=-0.1", "noise_scaler"),
+    ("algo.noise_scaler=-0.1", "noise_scaler"),
     ("algo.noise_scaler=inf", "noise_scaler"), ("algo.reward_scale=0", "reward_scale"),
-    ("algo.target_entropy=nan", "target_entropy"), ("algo.model=vp-cosin", "vp-cosine"),
-    ("algo.critic_agg=max", "critic_agg"), ("algo.diffusion_steps=0", "diffusion_steps"),
+    ("algo.target_entropy=nan", "target_entropy"),
 ])
 def test_bad_dacer_values_are_flux_errors(override, words):
+    """DACER's own fields; the shared ones (policy_delay, init_alpha, lr_alpha, ...) are in
+    test_agent_contract.py."""
     with pytest.raises(FluxError) as info:
         resolve(compose(["algo=dacer", override]))
     msg = str(info.value)

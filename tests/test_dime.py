@@ -1,6 +1,7 @@
 """DIME: the squashed chain's cost on a hand-computed case, gradients through the whole chain, the
-soft critic target, the actor / temperature schedule, shapes, config errors, defaults, and
-learning on Pendulum. The bound itself is tested in test_path_entropy.py."""
+soft critic target, the actor / temperature schedule, the samples' spread, its config errors,
+defaults, and learning on Pendulum. The bound itself is tested in test_path_entropy.py; acting
+shapes, the model classes and the shared config errors in test_agent_contract.py."""
 
 from __future__ import annotations
 
@@ -11,38 +12,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from agent_helpers import (
+    PENDULUM,
+    bootstrapped,
+    online_q,
+    random_batch,
+    set_q_head,
+    tiny_config,
+    trees_differ,
+)
 
 from fluxrl.agents.common import generative_actor
 from fluxrl.agents.registry import get_algo
 from fluxrl.agents.reparam.dime import DIMEConfig, dime_actor_loss, squashed_chain
 from fluxrl.config import compose, resolve
-from fluxrl.envs import make_env
 from fluxrl.errors import FluxError
 from fluxrl.generative import make_model
 from fluxrl.guidance.path_entropy import stochastic_grid
 from fluxrl.train.run import train
 
-TINY = ["algo=dime", "env=gym/Pendulum-v1", "algo.actor.width=16", "algo.critic.width=16",
-        "algo.obs_encoder_width=8", "algo.diffusion_steps=3"]
-
 
 def tiny(extra=()):
-    cfg = resolve(compose(TINY + list(extra)))
-    spec = make_env("gym/Pendulum-v1").spec
-    return cfg, spec, get_algo("dime").make(cfg.algo, spec)
-
-
-def random_batch(n=64, seed=1):
-    rng = np.random.default_rng(seed)
-    batch = {"obs": rng.normal(size=(n, 3)), "action": rng.uniform(-1, 1, (n, 1)),
-             "reward": rng.normal(size=n), "next_obs": rng.normal(size=(n, 3)),
-             "terminated": (np.arange(n) % 2).astype(np.float64)}
-    return {k: jnp.asarray(v, jnp.float32) for k, v in batch.items()}
-
-
-def changed(a, b) -> bool:
-    return any(not np.array_equal(np.asarray(x), np.asarray(y))
-               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+    cfg = tiny_config("dime", *extra)
+    return cfg, PENDULUM, get_algo("dime").make(cfg.algo, PENDULUM)
 
 
 def unclipped(name: str, steps: int):
@@ -97,24 +89,16 @@ def test_critic_target_is_soft_mean_q_and_stops_at_termination():
     critic loss must be the squared error of the online critics against exactly that."""
     cfg, spec, agent = tiny(["algo.init_alpha=2.0"])
     state = agent.init(jax.random.PRNGKey(0))
-    head = state.target["VmapQHead_0"]["Dense_0"]
-    head = {"kernel": jnp.zeros_like(head["kernel"]), "bias": jnp.array([[3.0], [-2.0]])}
-    state = state.replace(target={**state.target, "VmapQHead_0": {"Dense_0": head}})
+    state = state.replace(target=set_q_head(state.target, [3.0, -2.0]))
     batch, key = random_batch(), jax.random.PRNGKey(2)
     _, metrics = jax.jit(agent.update)(state, batch, key, jnp.int32(0))
 
     model, actor = generative_actor(cfg.algo, 1)
     _, cost = squashed_chain(model, actor, state.actor, batch["next_obs"],
                              jax.random.split(key)[0], stochastic_grid(model, 3), 1, scale=2.5)
-    from fluxrl.nets.backbones import backbone_from
-    from fluxrl.nets.critics import QEnsemble
-
-    q = QEnsemble(backbone_from(cfg.algo.critic), 2).apply({"params": state.critic}, batch["obs"],
-                                                          batch["action"])
-    r, done = np.asarray(batch["reward"]), np.asarray(batch["terminated"])
-    target = r + 0.99 * (1.0 - done) * (0.5 - 2.0 * np.asarray(cost))
-    np.testing.assert_allclose(float(metrics["critic_loss"]),
-                               np.mean((np.asarray(q) - target) ** 2), rtol=1e-4)
+    q = online_q(cfg.algo, state.critic, batch["obs"], batch["action"])
+    target = bootstrapped(batch, 0.5 - 2.0 * np.asarray(cost))
+    np.testing.assert_allclose(float(metrics["critic_loss"]), np.mean((q - target) ** 2), rtol=1e-4)
     assert abs(float(metrics["next_cost"]) - float(cost.mean())) < 1e-4
 
 
@@ -128,44 +112,34 @@ def test_actor_and_temperature_step_every_third_update(target, sign):
     for step in range(3):
         new, m = update(state, batch, jax.random.PRNGKey(step), jnp.int32(step))
         acted = step == 2
-        assert changed(state.actor, new.actor) == acted and changed(state.critic, new.critic)
+        assert trees_differ(state.actor, new.actor) == acted and trees_differ(state.critic, new.critic)
         moved = float(new.log_alpha - state.log_alpha)
         assert (sign * moved > 0) if acted else moved == 0.0, (step, moved)
         assert all(np.isfinite(float(v)) for v in m.values()), m
         state = new
 
 
-@pytest.mark.parametrize("name", ["flow", "edm", "ddpm"])
-def test_other_generative_models_train(name):
-    _, _, agent = tiny([f"algo.model={name}", "algo.policy_delay=1"])
-    state = agent.init(jax.random.PRNGKey(0))
-    new, m = jax.jit(agent.update)(state, random_batch(), jax.random.PRNGKey(1), jnp.int32(0))
-    assert changed(state.actor, new.actor) and all(np.isfinite(float(v)) for v in m.values()), m
-
-
-def test_act_sample_value_shapes_and_box():
+def test_samples_spread_like_the_squashed_prior():
+    """The untrained chain's samples spread (tanh of about N(0, 2.5^2)); their shapes and box for
+    every agent are tested in test_agent_contract.py."""
     _, _, agent = tiny()
     state = agent.init(jax.random.PRNGKey(0))
     obs = jnp.asarray(np.random.default_rng(0).normal(size=(7, 3)), jnp.float32)
-    for det in (True, False):
-        a = agent.act(state, obs, jax.random.PRNGKey(1), det)
-        assert a.shape == (7, 1) and float(jnp.abs(a).max()) <= 1.0
     s = agent.sample(state, obs, jax.random.PRNGKey(2), 5)
-    assert s.shape == (7, 5, 1) and float(jnp.abs(s).max()) <= 1.0 and float(s.std()) > 0.05
-    assert agent.value(state, obs, a).shape == (7,)
+    assert s.shape == (7, 5, 1) and float(s.std()) > 0.05
 
 
 # --- config --------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("override, words", [
-    ("algo.policy_delay=0", "policy_delay"), ("algo.lr_alpha=0", "lr_alpha"),
-    ("algo.init_alpha=-1", "init_alpha"), ("algo.actor_grad_clip=nan", "actor_grad_clip"),
+    ("algo.actor_grad_clip=nan", "actor_grad_clip"),
     ("algo.adam_b1=1.0", "adam_b1"), ("algo.target_entropy=inf", "target_entropy"),
-    ("algo.diffusion_steps=0", "diffusion_steps"), ("algo.model=vp-cosin", "vp-cosine"),
-    ("algo.critic_agg=max", "critic_agg"), ("algo.squash_scale=0", "squash_scale"),
+    ("algo.squash_scale=0", "squash_scale"),
 ])
 def test_bad_dime_values_are_flux_errors(override, words):
+    """DIME's own fields; the shared ones (policy_delay, init_alpha, lr_alpha, ...) are in
+    test_agent_contract.py."""
     with pytest.raises(FluxError) as info:
         resolve(compose(["algo=dime", override]))
     msg = str(info.value)

@@ -1,6 +1,8 @@
-"""DPMD: particle weights and the temperature on known inputs, the clipped double-Q target, where
-the particles come from (the reference pi_{k-1}) and which critic values them (the pre-update one),
-the reference refresh, acting, config errors, paper defaults, and learning on Pendulum."""
+"""DPMD: particle weights and the temperature on known inputs, where the particles come from (the
+reference pi_{k-1}) and which critic values them (the pre-update one), the reference refresh, its
+config errors, paper defaults, and learning on Pendulum. The clipped double-Q critic step (with
+the critics untouched by the actor loss), acting, the model classes and the shared config errors
+are tested for every agent in test_agent_contract.py."""
 
 from __future__ import annotations
 
@@ -10,18 +12,17 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
+from agent_helpers import PENDULUM, random_batch, set_q_head, tiny_config
 
-from fluxrl.agents.common import critic_step, generative_actor
-from fluxrl.agents.registry import get_algo, make_agent
+from fluxrl.agents.common import generative_actor
+from fluxrl.agents.registry import get_algo
 from fluxrl.agents.weighted_matching.dpmd import (
     DPMDConfig,
     dpmd_weights,
     temperature_loss,
 )
 from fluxrl.config import compose, resolve
-from fluxrl.envs import make_env
 from fluxrl.errors import FluxError
 from fluxrl.generative import MODELS
 from fluxrl.guidance.best_of_n import sample_n
@@ -30,9 +31,6 @@ from fluxrl.nets.critics import QEnsemble
 from fluxrl.rng import normal
 from fluxrl.train.run import train
 
-TINY = ["algo=dpmd", "env=gym/Pendulum-v1", "algo.actor.width=16", "algo.critic.width=16",
-        "algo.obs_encoder_width=8", "algo.time_dim=8", "algo.diffusion_steps=3",
-        "algo.num_particles=8", "algo.target_kl=1.0"]
 #: the learning test's reductions (see its docstring)
 LEARN = ["algo.actor.width=64", "algo.actor.depth=2", "algo.critic.width=64", "algo.time_dim=16",
          "algo.obs_encoder_width=32", "algo.diffusion_steps=5", "algo.num_particles=8",
@@ -41,24 +39,9 @@ LEARN = ["algo.actor.width=64", "algo.actor.depth=2", "algo.critic.width=64", "a
 
 
 def tiny(*extra: str):
-    cfg = resolve(compose(TINY + list(extra)))
-    spec = make_env("gym/Pendulum-v1").spec
-    return cfg.algo, spec, get_algo("dpmd").make(cfg.algo, spec)
-
-
-def batch_of(n: int = 32, seed: int = 1) -> dict:
-    rng = np.random.default_rng(seed)
-    b = {"obs": rng.normal(size=(n, 3)), "action": rng.uniform(-1, 1, (n, 1)),
-         "reward": rng.normal(size=n), "next_obs": rng.normal(size=(n, 3)),
-         "terminated": (np.arange(n) % 2).astype(np.float64)}
-    return {k: jnp.asarray(v, jnp.float32) for k, v in b.items()}
-
-
-def set_head(params: dict, kernel_scale: float, bias) -> dict:
-    """Q-ensemble params with the last layer's kernel scaled and its biases set."""
-    head = params["VmapQHead_0"]["Dense_0"]
-    head = {"kernel": kernel_scale * head["kernel"], "bias": jnp.asarray(bias, jnp.float32)[:, None]}
-    return {**params, "VmapQHead_0": {**params["VmapQHead_0"], "Dense_0": head}}
+    """8 particles, target KL 1.0 (below log 8) and the other small sizes of agent_helpers."""
+    cfg = tiny_config("dpmd", *extra).algo
+    return cfg, PENDULUM, get_algo("dpmd").make(cfg, PENDULUM)
 
 
 # --- weights and temperature --------------------------------------------------------------------
@@ -92,8 +75,8 @@ def test_temperature_gradient_is_lambda_times_the_kl_gap_and_stops_at_the_kl():
 def test_temperature_moves_by_one_adam_step_towards_the_target_kl(scale, target_kl, direction):
     cfg, _, agent = tiny(f"algo.target_kl={'null' if target_kl is None else target_kl}")
     state = agent.init(jax.random.PRNGKey(0))
-    state = state.replace(critic=set_head(state.critic, scale, [1.0, 2.0]))
-    new, m = jax.jit(agent.update)(state, batch_of(), jax.random.PRNGKey(2), jnp.int32(7))
+    state = state.replace(critic=set_q_head(state.critic, [1.0, 2.0], kernel_scale=scale))
+    new, m = jax.jit(agent.update)(state, random_batch(PENDULUM, 32), jax.random.PRNGKey(2), jnp.int32(7))
     np.testing.assert_allclose(float(new.log_temp), direction * cfg.lr_temp, atol=1e-7)
     assert float(m["temperature"]) == 1.0  # the weights used the old lambda
     if scale == 0.0:
@@ -116,32 +99,6 @@ def test_loss_clip_caps_each_squared_error_and_its_gradient():
     assert float(jax.grad(lambda p: model.loss(net, p, x0, cond, key, w))(p)["w"]) > 0
 
 
-# --- the critic ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("agg, bootstrap", [("min", -2.0), ("mean", 0.5)])
-def test_critic_step_is_clipped_double_q_and_untouched_by_the_actor_loss(agg, bootstrap):
-    """Target critics set to the constants 3 and -2: the target is r + gamma (1 - terminated)
-    agg(3, -2) whatever the actor samples; the new online critics equal one critic_step on exactly
-    that target, so nothing else (actor loss, weights) moved them."""
-    cfg, _, agent = tiny(f"algo.critic_agg={agg}")
-    state = agent.init(jax.random.PRNGKey(0))
-    state = state.replace(target=set_head(state.target, 0.0, [3.0, -2.0]))
-    batch = batch_of(64)
-    new, m = jax.jit(agent.update)(state, batch, jax.random.PRNGKey(2), jnp.int32(0))
-
-    critic = QEnsemble(backbone_from(cfg.critic), 2)
-    target = batch["reward"] + 0.99 * (1.0 - batch["terminated"]) * bootstrap
-    pc, _, loss, _ = critic_step(critic, state.critic, state.critic_opt,
-                                 optax.flatten(optax.adam(cfg.lr_critic)), batch, target)
-    np.testing.assert_allclose(float(m["critic_loss"]), float(loss), rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(new.critic), jax.tree.leaves(pc), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
-    soft = jax.tree.map(lambda t, o: t + cfg.tau * (o - t), state.target, pc)
-    for a, b in zip(jax.tree.leaves(new.target), jax.tree.leaves(soft), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
-
-
 # --- particles and the reference ----------------------------------------------------------------
 
 
@@ -152,7 +109,7 @@ def test_particles_come_from_the_reference_and_are_valued_by_the_pre_update_crit
     state = agent.init(jax.random.PRNGKey(0))
     ref = jax.tree.map(lambda x: x + 0.3, state.actor)  # a reference different from the actor
     state = state.replace(reference=ref)
-    batch, key = batch_of(), jax.random.PRNGKey(5)
+    batch, key = random_batch(PENDULUM, 32), jax.random.PRNGKey(5)
     new, m = jax.jit(agent.update)(state, batch, key, jnp.int32(3))
 
     model, actor = generative_actor(cfg, 1)
@@ -183,46 +140,16 @@ def test_reference_is_refreshed_every_refresh_every_updates_as_a_real_branch():
     same = lambda a, b: all(np.array_equal(x, y) for x, y in  # noqa: E731
                             zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
     for step, refresh in [(0, True), (1, False), (3, False), (8, True), (13, False)]:
-        new, _ = upd(state, batch_of(), jax.random.PRNGKey(step), jnp.int32(step))
+        new, _ = upd(state, random_batch(PENDULUM, 32), jax.random.PRNGKey(step), jnp.int32(step))
         assert not same(new.actor, state.actor)  # the actor trained
         assert same(new.reference, new.actor if refresh else state.reference), step
     # under vmap over seeds with a shared step the refresh stays a conditional, not a select
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
     states = jax.vmap(agent.init)(keys)
-    batches = jax.tree.map(lambda x: jnp.stack([x, x]), batch_of())
+    batches = jax.tree.map(lambda x: jnp.stack([x, x]), random_batch(PENDULUM, 32))
     jaxpr = str(jax.make_jaxpr(jax.vmap(agent.update, in_axes=(0, 0, 0, None)))(
         states, batches, keys, jnp.int32(0)))
     assert "cond[" in jaxpr
-
-
-# --- acting -------------------------------------------------------------------------------------
-
-
-def test_act_sample_value_shapes_and_box():
-    cfg, spec, agent = tiny()
-    state = agent.init(jax.random.PRNGKey(0))
-    obs = jnp.asarray(np.random.default_rng(0).normal(size=(64, 3)), jnp.float32)
-    for det in (False, True):
-        a = np.asarray(agent.act(state, obs, jax.random.PRNGKey(1), det))
-        assert a.shape == (64, 1) and np.all(np.abs(a) <= 1.0) and a.std() > 0
-    s = np.asarray(agent.sample(state, obs, jax.random.PRNGKey(2), 5))
-    assert s.shape == (64, 5, 1) and np.all(np.abs(s) <= 1.0)
-    assert agent.value(state, obs, jnp.asarray(s[:, 0])).shape == (64,)
-    assert agent.value(state, obs[:, None], jnp.asarray(s)).shape == (64, 5)
-    wrapped = make_agent(cfg, spec)  # evaluation: best of best_of_eval = 10 samples
-    ev = np.asarray(jax.jit(wrapped.act, static_argnums=3)(state, obs, jax.random.PRNGKey(3), True))
-    assert ev.shape == (64, 1) and np.all(np.abs(ev) <= 1.0)
-
-
-@pytest.mark.parametrize("model", ["ddpm", "flow", "edm"])
-def test_other_generative_models_train(model):
-    """One model of each class besides the default vp-cosine (the others differ by schedule)."""
-    assert model in MODELS
-    _, _, agent = tiny(f"algo.model={model}")
-    state = agent.init(jax.random.PRNGKey(0))
-    new, m = jax.jit(agent.update)(state, batch_of(), jax.random.PRNGKey(1), jnp.int32(1))
-    assert all(np.isfinite(float(v)) for v in m.values())
-    assert not np.array_equal(jax.tree.leaves(new.actor)[0], jax.tree.leaves(state.actor)[0])
 
 
 # --- config -------------------------------------------------------------------------------------
@@ -237,10 +164,9 @@ def test_other_generative_models_train(model):
     ("algo.target_kl=4.2", "log num_particles"), ("algo.target_kl=nan", "target_kl"),
     ("algo.negative_bound=1", "negative_bound"),
     ("algo.negative_bound=-0.5", "reweight=linear"),  # with reweight=exp below
-    ("algo.lr_temp=0", "lr_temp"), ("algo.best_of_eval=0", "best_of_eval"),
-    ("algo.model=vp-cosin", "vp-cosine"), ("algo.diffusion_steps=0", "diffusion_steps"),
 ])
 def test_bad_dpmd_values_are_one_line_flux_errors(override, words):
+    """DPMD's own fields; the shared ones (lr_temp, ...) are in test_agent_contract.py."""
     extra = ["algo.reweight=exp"] if words == "reweight=linear" else []
     with pytest.raises(FluxError) as info:
         resolve(compose(["algo=dpmd", override] + extra))
@@ -263,7 +189,7 @@ def test_paper_defaults():
     assert (dmc.actor.width, dmc.critic.width, dmc.critic.depth, dmc.critic.act) == (512, 512, 3, "elu")
     # a dataclass replace keeps validation reachable from make
     with pytest.raises(FluxError):
-        get_algo("dpmd").make(dataclasses.replace(cfg, num_particles=0), make_env("gym/Pendulum-v1").spec)
+        get_algo("dpmd").make(dataclasses.replace(cfg, num_particles=0), PENDULUM)
 
 
 # --- learning -----------------------------------------------------------------------------------

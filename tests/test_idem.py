@@ -1,6 +1,7 @@
-"""iDEM: the actor loss on known inputs (target, gradients that flow or stop), the clipped
-double-Q target, acting, config errors, paper defaults, and learning on Pendulum. The DEM score
-estimator itself is tested in test_energy_score.py."""
+"""iDEM: the actor loss on known inputs (target, gradients that flow or stop), the actor under
+constant target critics, its config errors, paper defaults, and learning on Pendulum. The DEM
+score estimator itself is tested in test_energy_score.py; the clipped double-Q critic step,
+acting, exploration noise and the shared config errors in test_agent_contract.py."""
 
 from __future__ import annotations
 
@@ -10,18 +11,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from agent_helpers import PENDULUM, random_batch, set_q_head, tiny_config
 
 from fluxrl.agents.q_guidance.idem import SUPPORTED_MODELS, IDEMConfig, idem_actor_loss
 from fluxrl.agents.registry import get_algo
 from fluxrl.config import compose, resolve
-from fluxrl.envs import make_env
 from fluxrl.errors import FluxError
 from fluxrl.generative import make_model
 from fluxrl.guidance.energy_score import energy_score
 from fluxrl.train.run import train
 
-TINY = ["algo=idem", "env=gym/Pendulum-v1", "algo.actor.width=16", "algo.critic.width=16",
-        "algo.obs_encoder_width=8", "algo.diffusion_steps=3", "algo.num_reverse_samples=8"]
 C = np.array([0.3, -0.5])
 
 
@@ -118,61 +117,23 @@ def test_normalised_target_and_weights_do_not_depend_on_the_scale_of_q(factor):
     assert not np.isclose(float(raw_scaled["target_abs"]), float(raw["target_abs"]), rtol=0.1)
 
 
-# --- the critic target --------------------------------------------------------------------------
+# --- constant target critics --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("agg, bootstrap", [("min", -2.0), ("mean", 0.5)])
-def test_critic_target_is_clipped_double_q_and_stops_at_termination(agg, bootstrap):
-    """Target critics set to the constants 3 and -2: whatever action the actor samples, the target
-    is r + gamma (1 - terminated) agg(3, -2), and the update's critic loss is the squared error of
-    the online critics against it. With constant target critics grad_a Q = 0, so the actor's
-    target noise is 0 (the update's target_abs)."""
-    cfg = resolve(compose(TINY + [f"algo.critic_agg={agg}", "algo.tau=0"]))
-    spec = make_env("gym/Pendulum-v1").spec
-    agent = get_algo("idem").make(cfg.algo, spec)
+@pytest.mark.parametrize("agg", ["min", "mean"])
+def test_constant_target_critics_give_a_zero_actor_target(agg):
+    """Target critics set to constants: grad_a Q = 0, so with tau = 0 (the actor sees the target
+    critics as they were) the actor's target noise is 0, while the critics still move. The critic
+    step itself (the clipped double-Q target) is tested in test_agent_contract.py."""
+    cfg = tiny_config("idem", f"algo.critic_agg={agg}", "algo.tau=0")
+    agent = get_algo("idem").make(cfg.algo, PENDULUM)
     state = agent.init(jax.random.PRNGKey(0))
-    head = state.target["VmapQHead_0"]["Dense_0"]
-    head = {"kernel": jnp.zeros_like(head["kernel"]), "bias": jnp.array([[3.0], [-2.0]])}
-    state = state.replace(target={**state.target, "VmapQHead_0": {"Dense_0": head}})
-
-    rng = np.random.default_rng(1)
-    n = 64
-    batch = {"obs": rng.normal(size=(n, 3)), "action": rng.uniform(-1, 1, (n, 1)),
-             "reward": rng.normal(size=n), "next_obs": rng.normal(size=(n, 3)),
-             "terminated": (np.arange(n) % 2).astype(np.float64)}
-    batch = {k: jnp.asarray(v, jnp.float32) for k, v in batch.items()}
-    new, metrics = jax.jit(agent.update)(state, batch, jax.random.PRNGKey(2), jnp.int32(0))
-
-    from fluxrl.nets.backbones import backbone_from
-    from fluxrl.nets.critics import QEnsemble
-
-    q = QEnsemble(backbone_from(cfg.algo.critic), 2).apply({"params": state.critic}, batch["obs"],
-                                                          batch["action"])
-    r, done = np.asarray(batch["reward"]), np.asarray(batch["terminated"])
-    target = r + 0.99 * (1.0 - done) * bootstrap
-    np.testing.assert_allclose(float(metrics["critic_loss"]),
-                               np.mean((np.asarray(q) - target) ** 2), rtol=1e-5)
+    state = state.replace(target=set_q_head(state.target, [3.0, -2.0]))
+    new, metrics = jax.jit(agent.update)(state, random_batch(), jax.random.PRNGKey(2), jnp.int32(0))
     assert float(metrics["target_abs"]) == 0.0  # tau = 0: the actor saw the constant target critics
-    assert not np.allclose(np.asarray(new.critic["VmapQHead_0"]["Dense_0"]["bias"]),
-                           np.asarray(state.critic["VmapQHead_0"]["Dense_0"]["bias"]))
-
-
-# --- acting -------------------------------------------------------------------------------------
-
-
-def test_act_sample_value_shapes_and_box():
-    cfg = resolve(compose(TINY + ["algo.explore_noise=0.5"]))
-    agent = get_algo("idem").make(cfg.algo, make_env("gym/Pendulum-v1").spec)
-    state = agent.init(jax.random.PRNGKey(0))
-    obs = jnp.asarray(np.random.default_rng(0).normal(size=(128, 3)), jnp.float32)
-    a = np.asarray(agent.act(state, obs, jax.random.PRNGKey(1), False))
-    ev = np.asarray(agent.act(state, obs, jax.random.PRNGKey(1), True))
-    assert a.shape == ev.shape == (128, 1) and np.all(np.abs(a) <= 1.0) and np.all(np.abs(ev) <= 1.0)
-    assert not np.allclose(a, ev)  # exploration noise
-    s = np.asarray(agent.sample(state, obs, jax.random.PRNGKey(2), 5))
-    assert s.shape == (128, 5, 1) and np.all(np.abs(s) <= 1.0)
-    v = agent.value(state, obs, jnp.asarray(ev))
-    assert v.shape == (128,) and np.all(np.isfinite(np.asarray(v)))
+    head = "VmapQHead_0"
+    assert not np.allclose(np.asarray(new.critic[head]["Dense_0"]["bias"]),
+                           np.asarray(state.critic[head]["Dense_0"]["bias"]))
 
 
 # --- config errors ------------------------------------------------------------------------------
@@ -181,12 +142,11 @@ def test_act_sample_value_shapes_and_box():
 @pytest.mark.parametrize("override, words", [
     ("algo.temperature=0", "temperature"), ("algo.temperature=-0.1", "temperature"),
     ("algo.temperature=nan", "temperature"), ("algo.num_reverse_samples=0", "num_reverse_samples"),
-    ("algo.energy_agg=max", "energy_agg"), ("algo.best_of_eval=0", "best_of_eval"),
+    ("algo.energy_agg=max", "energy_agg"),
     ("algo.model=flow", "vp-cosine, vp-linear, ddpm, ddpm-linear"), ("algo.model=edm", "edm"),
-    ("algo.model=vp-cosin", "vp-cosine"), ("algo.explore_noise=-1", "explore_noise"),
-    ("algo.diffusion_steps=0", "diffusion_steps"),
 ])
 def test_bad_idem_values_are_flux_errors(override, words):
+    """iDEM's own fields; the shared ones are in test_agent_contract.py."""
     with pytest.raises(FluxError) as info:
         resolve(compose(["algo=idem", override]))
     msg = str(info.value)
@@ -197,7 +157,7 @@ def test_building_with_an_unsupported_model_is_a_flux_error():
     cfg = resolve(compose(["algo=idem"])).algo
     assert SUPPORTED_MODELS == ("vp-cosine", "vp-linear", "ddpm", "ddpm-linear")
     with pytest.raises(FluxError, match="not supported by iDEM"):
-        get_algo("idem").make(dataclasses.replace(cfg, model="flow"), make_env("gym/Pendulum-v1").spec)
+        get_algo("idem").make(dataclasses.replace(cfg, model="flow"), PENDULUM)
 
 
 def test_paper_defaults():

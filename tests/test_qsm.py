@@ -1,5 +1,7 @@
-"""QSM: the score-matching actor loss on known inputs, the clipped double-Q target with terminal
-masking, best-of-N acting, config errors, and learning on Pendulum."""
+"""QSM: the score-matching actor loss on known inputs, best-of-N acting, its config errors and
+paper defaults, and learning on Pendulum. The clipped double-Q critic step, acting shapes and
+exploration noise, and the shared config errors are tested for every agent in
+test_agent_contract.py."""
 
 from __future__ import annotations
 
@@ -10,18 +12,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from agent_helpers import PENDULUM
 
 from fluxrl.agents.q_guidance.qsm import QSMConfig, qsm_actor_loss
 from fluxrl.agents.registry import get_algo
 from fluxrl.config import compose, resolve
-from fluxrl.envs import make_env
 from fluxrl.errors import FluxError
 from fluxrl.generative import make_model
 from fluxrl.guidance.best_of_n import best_of_n, sample_n, select_best
 from fluxrl.train.run import train
-
-TINY = ["algo=qsm", "env=gym/Pendulum-v1", "algo.actor.width=16", "algo.critic.width=16",
-        "algo.obs_encoder_width=8", "algo.diffusion_steps=3"]
 
 
 def cosine_sigma(t: np.ndarray, s: float = 0.008) -> np.ndarray:
@@ -68,41 +67,6 @@ def test_actor_loss_matches_hand_computation_and_leaves_critic_alone(normalize):
     np.testing.assert_allclose(float(g_actor["w"]), np.mean(2 * resid * a_t), rtol=1e-4)
 
 
-# --- the critic target --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("agg, bootstrap", [("min", -2.0), ("mean", 0.5)])
-def test_critic_target_is_clipped_double_q_and_stops_at_termination(agg, bootstrap):
-    """Target critics set to the constants 3 and -2 (zero last-layer kernel): whatever action the
-    actor samples, r + gamma (1 - terminated) agg(3, -2); the update's critic loss must equal the
-    squared error of the online critics against exactly that."""
-    cfg = resolve(compose(TINY + [f"algo.critic_agg={agg}"]))
-    spec = make_env("gym/Pendulum-v1").spec
-    agent = get_algo("qsm").make(cfg.algo, spec)
-    state = agent.init(jax.random.PRNGKey(0))
-    head = state.target["VmapQHead_0"]["Dense_0"]
-    head = {"kernel": jnp.zeros_like(head["kernel"]), "bias": jnp.array([[3.0], [-2.0]])}
-    state = state.replace(target={**state.target, "VmapQHead_0": {"Dense_0": head}})
-
-    rng = np.random.default_rng(1)
-    n = 64
-    batch = {"obs": rng.normal(size=(n, 3)), "action": rng.uniform(-1, 1, (n, 1)),
-             "reward": rng.normal(size=n), "next_obs": rng.normal(size=(n, 3)),
-             "terminated": (np.arange(n) % 2).astype(np.float64)}
-    batch = {k: jnp.asarray(v, jnp.float32) for k, v in batch.items()}
-    _, metrics = jax.jit(agent.update)(state, batch, jax.random.PRNGKey(2), jnp.int32(0))
-
-    from fluxrl.nets.backbones import backbone_from as backbone
-    from fluxrl.nets.critics import QEnsemble
-
-    q = QEnsemble(backbone(cfg.algo.critic), 2).apply({"params": state.critic}, batch["obs"],
-                                                     batch["action"])
-    r, done = np.asarray(batch["reward"]), np.asarray(batch["terminated"])
-    target = r + 0.99 * (1.0 - done) * bootstrap
-    np.testing.assert_allclose(float(metrics["critic_loss"]),
-                               np.mean((np.asarray(q) - target) ** 2), rtol=1e-5)
-
-
 # --- acting -------------------------------------------------------------------------------------
 
 
@@ -126,29 +90,16 @@ def test_select_best_and_best_of_n_pick_the_highest_value():
                                   np.asarray(sample_n(model, net, {}, obs, key, 1, 1))[:, 0])
 
 
-def test_exploration_actions_are_noisy_and_in_the_box():
-    cfg = resolve(compose(TINY + ["algo.explore_noise=0.5"]))
-    agent = get_algo("qsm").make(cfg.algo, make_env("gym/Pendulum-v1").spec)
-    state = agent.init(jax.random.PRNGKey(0))
-    obs = jnp.asarray(np.random.default_rng(0).normal(size=(256, 3)), jnp.float32)
-    a = np.asarray(agent.act(state, obs, jax.random.PRNGKey(1), False))
-    assert a.shape == (256, 1) and np.all(np.abs(a) <= 1.0)
-    ev = np.asarray(agent.act(state, obs, jax.random.PRNGKey(1), True))
-    assert ev.shape == (256, 1) and np.all(np.abs(ev) <= 1.0)
-
-
 # --- config errors ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("override, words", [
     ("algo.temperature=0", "temperature"), ("algo.temperature=-0.1", "temperature"),
-    ("algo.temperature=nan", "temperature"), ("algo.best_of_eval=0", "best_of_eval"),
-    ("algo.best_of_act=-3", "best_of_act"), ("algo.diffusion_steps=0", "diffusion_steps"),
-    ("algo.time_dim=63", "even"), ("algo.grad_agg=max", "grad_agg"),
+    ("algo.temperature=nan", "temperature"), ("algo.grad_agg=max", "grad_agg"),
     ("algo.model=flow", "vp-cosine, vp-linear, ddpm, ddpm-linear"), ("algo.model=edm", "edm"),
-    ("algo.model=vp-cosin", "vp-cosine"), ("algo.explore_noise=-1", "explore_noise"),
 ])
 def test_bad_qsm_values_are_flux_errors(override, words):
+    """QSM's own fields; the shared ones are in test_agent_contract.py."""
     with pytest.raises(FluxError) as info:
         resolve(compose(["algo=qsm", override]))
     msg = str(info.value)
@@ -158,7 +109,7 @@ def test_bad_qsm_values_are_flux_errors(override, words):
 def test_building_with_an_unsupported_model_is_a_flux_error():
     cfg = resolve(compose(["algo=qsm"])).algo
     with pytest.raises(FluxError, match="predicts velocity"):
-        get_algo("qsm").make(dataclasses.replace(cfg, model="flow"), make_env("gym/Pendulum-v1").spec)
+        get_algo("qsm").make(dataclasses.replace(cfg, model="flow"), PENDULUM)
 
 
 def test_paper_defaults():

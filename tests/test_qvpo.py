@@ -1,6 +1,7 @@
 """QVPO: the best-sample advantage weights and the entropy rows on known inputs, the assembled actor
-loss and the critic target recomputed from the agent's parts, the EMA target actor, acting shapes,
-config errors, paper defaults, and learning on Pendulum."""
+loss and the critic target recomputed from the agent's parts, the EMA target actor, its config
+errors, paper defaults, and learning on Pendulum. Acting with best-of-N, the model classes and the
+shared config errors are tested for every agent in test_agent_contract.py."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from agent_helpers import PENDULUM, random_batch, tiny_config
 
 from fluxrl.agents.common import generative_actor
-from fluxrl.agents.registry import get_algo, make_agent
+from fluxrl.agents.registry import get_algo
 from fluxrl.agents.weighted_matching.qvpo import QVPOConfig, qvpo_targets
 from fluxrl.config import compose, resolve
-from fluxrl.envs import make_env
 from fluxrl.errors import FluxError
 from fluxrl.generative import MODELS
 from fluxrl.guidance.best_of_n import sample_n
@@ -24,23 +25,10 @@ from fluxrl.nets.backbones import backbone_from
 from fluxrl.nets.critics import QEnsemble
 from fluxrl.train.run import train
 
-TINY = ["algo=qvpo", "env=gym/Pendulum-v1", "algo.actor.width=16", "algo.critic.width=16",
-        "algo.obs_encoder_width=8", "algo.diffusion_steps=3", "algo.train_samples=8",
-        "algo.best_of_eval=4"]
-
 
 def tiny_agent(*overrides: str):
-    cfg = resolve(compose(TINY + list(overrides))).algo
-    spec = make_env("gym/Pendulum-v1").spec
-    return cfg, spec, get_algo("qvpo").make(cfg, spec)
-
-
-def random_batch(n: int = 32, seed: int = 1) -> dict:
-    rng = np.random.default_rng(seed)
-    batch = {"obs": rng.normal(size=(n, 3)), "action": rng.uniform(-1, 1, (n, 1)),
-             "reward": rng.normal(size=n), "next_obs": rng.normal(size=(n, 3)),
-             "terminated": (np.arange(n) % 3 == 0).astype(np.float64)}
-    return {k: jnp.asarray(v, jnp.float32) for k, v in batch.items()}
+    cfg = tiny_config("qvpo", *overrides).algo
+    return cfg, PENDULUM, get_algo("qvpo").make(cfg, PENDULUM)
 
 
 # --- the weights ---------------------------------------------------------------------------------
@@ -88,7 +76,7 @@ def test_actor_loss_is_the_weighted_denoising_loss_on_best_and_uniform_actions()
     10 uniform actions in [-1, 1] per state with weight 0.01 times that, the model's loss."""
     cfg, spec, agent = tiny_agent()
     state = jax.jit(agent.init)(jax.random.PRNGKey(0))
-    batch = random_batch()
+    batch = random_batch(PENDULUM, 32, done_every=3)
     key = jax.random.PRNGKey(3)
     _, metrics = jax.jit(agent.update)(state, batch, key, jnp.int32(0))
 
@@ -120,7 +108,7 @@ def test_critic_target_is_the_best_target_actor_sample_under_the_target_critics(
     state = jax.jit(agent.init)(jax.random.PRNGKey(0))
     noisy = jax.tree.map(lambda p: p + 0.3 * jnp.sign(p + 1e-3), state.actor)
     state = state.replace(actor=noisy, target=jax.tree.map(lambda p: 1.5 * p, state.target))
-    batch = random_batch()
+    batch = random_batch(PENDULUM, 32, done_every=3)
     key = jax.random.PRNGKey(5)
     _, metrics = jax.jit(agent.update)(state, batch, key, jnp.int32(0))
 
@@ -144,7 +132,8 @@ def test_target_actor_and_critics_follow_by_ema_and_train_gradients_move_the_act
     state = jax.jit(agent.init)(jax.random.PRNGKey(0))
     assert all(jax.tree.leaves(jax.tree.map(lambda a, b: bool((a == b).all()), state.actor,
                                             state.actor_target)))
-    new, metrics = jax.jit(agent.update)(state, random_batch(), jax.random.PRNGKey(1), jnp.int32(0))
+    batch = random_batch(PENDULUM, 32, done_every=3)
+    new, metrics = jax.jit(agent.update)(state, batch, jax.random.PRNGKey(1), jnp.int32(0))
     assert all(np.isfinite(float(v)) for v in metrics.values())
     for old_t, online, new_t in [(state.actor_target, new.actor, new.actor_target),
                                  (state.target, new.critic, new.target)]:
@@ -156,32 +145,6 @@ def test_target_actor_and_critics_follow_by_ema_and_train_gradients_move_the_act
     assert max(moved) > 0
 
 
-@pytest.mark.parametrize("model", ["flow", "edm"])
-def test_other_generative_models_train(model):
-    _, _, agent = tiny_agent(f"algo.model={model}")
-    state = jax.jit(agent.init)(jax.random.PRNGKey(0))
-    _, metrics = jax.jit(agent.update)(state, random_batch(), jax.random.PRNGKey(1), jnp.int32(0))
-    assert all(np.isfinite(float(v)) for v in metrics.values())
-
-
-# --- acting --------------------------------------------------------------------------------------
-
-
-def test_act_sample_value_shapes_and_box():
-    cfg, spec, _ = tiny_agent()
-    agent = make_agent(cfg, spec)  # with the trainer's best-of-N: 2 while acting, 4 at evaluation
-    state = jax.jit(agent.init)(jax.random.PRNGKey(0))
-    obs = jnp.asarray(np.random.default_rng(0).normal(size=(64, 3)), jnp.float32)
-    for deterministic in (False, True):
-        a = np.asarray(jax.jit(agent.act, static_argnums=3)(state, obs, jax.random.PRNGKey(1),
-                                                            deterministic))
-        assert a.shape == (64, 1) and np.all(np.abs(a) <= 1.0)
-    s = np.asarray(agent.sample(state, obs, jax.random.PRNGKey(2), 5))
-    assert s.shape == (64, 5, 1) and np.all(np.abs(s) <= 1.0)
-    assert agent.value(state, obs, jnp.asarray(s[:, 0])).shape == (64,)
-    assert agent.value(state, obs[:, None], jnp.asarray(s)).shape == (64, 5)
-
-
 # --- config --------------------------------------------------------------------------------------
 
 
@@ -189,11 +152,10 @@ def test_act_sample_value_shapes_and_box():
     ("algo.train_samples=1", "train_samples"), ("algo.target_samples=0", "target_samples"),
     ("algo.train_agg=max", "train_agg"), ("algo.entropy_coef=-0.1", "entropy_coef"),
     ("algo.entropy_coef=nan", "entropy_coef"), ("algo.entropy_samples=0", "entropy_samples"),
-    ("algo.entropy_samples=-2", "entropy_samples"), ("algo.best_of_act=0", "best_of_act"),
-    ("algo.best_of_eval=0", "best_of_eval"), ("algo.diffusion_steps=0", "diffusion_steps"),
-    ("algo.model=vp-cosin", "vp-cosine"),
+    ("algo.entropy_samples=-2", "entropy_samples"),
 ])
 def test_bad_qvpo_values_are_one_line_flux_errors(override, words):
+    """QVPO's own fields; the shared ones are in test_agent_contract.py."""
     with pytest.raises(FluxError) as info:
         resolve(compose(["algo=qvpo", override]))
     msg = str(info.value)

@@ -1,7 +1,8 @@
 """SDAC: the reverse-sampled, exp(Q / lambda)-weighted denoising target on known inputs (it
-estimates the soft-optimal policy's noise), the loss against flow-rl's form, gradients, the
-clipped double-Q target, weights from the pre-update critics, acting, config errors, paper
-defaults, and learning on Pendulum."""
+estimates the soft-optimal policy's noise), the loss against flow-rl's form, gradients, weights
+from the pre-update critics, its config errors, paper defaults, and learning on Pendulum. The
+clipped double-Q critic step, acting, the model classes and the shared config errors are tested
+for every agent in test_agent_contract.py."""
 
 from __future__ import annotations
 
@@ -12,18 +13,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from agent_helpers import PENDULUM, random_batch, set_q_head, tiny_config, trees_differ
 
 from fluxrl.agents.registry import get_algo
 from fluxrl.agents.weighted_matching.sdac import SUPPORTED_MODELS, SDACConfig, sdac_actor_loss
 from fluxrl.config import compose, resolve
-from fluxrl.envs import make_env
 from fluxrl.errors import FluxError
 from fluxrl.generative import MODELS, make_model
 from fluxrl.guidance.reverse_sampling import reverse_sample
 from fluxrl.train.run import train
-
-TINY = ["algo=sdac", "env=gym/Pendulum-v1", "algo.actor.width=16", "algo.critic.width=16",
-        "algo.obs_encoder_width=8", "algo.diffusion_steps=3", "algo.num_reverse_samples=16"]
 
 
 def bias_net(p, x, t_in, c):
@@ -136,71 +134,34 @@ def test_high_temperature_gives_uniform_weights_and_low_temperature_picks_the_be
 # --- the update ---------------------------------------------------------------------------------
 
 
-def constant_critic(params: dict, values: tuple[float, float]) -> dict:
-    """Critic parameters whose two members output the given constants (zero last kernel)."""
-    head = params["VmapQHead_0"]["Dense_0"]
-    head = {"kernel": jnp.zeros_like(head["kernel"]), "bias": jnp.array([[values[0]], [values[1]]])}
-    return {**params, "VmapQHead_0": {**params["VmapQHead_0"], "Dense_0": head}}
-
-
-def random_batch(n: int = 64, seed: int = 1) -> dict:
-    rng = np.random.default_rng(seed)
-    batch = {"obs": rng.normal(size=(n, 3)), "action": rng.uniform(-1, 1, (n, 1)),
-             "reward": rng.normal(size=n), "next_obs": rng.normal(size=(n, 3)),
-             "terminated": (np.arange(n) % 2).astype(np.float64)}
-    return {k: jnp.asarray(v, jnp.float32) for k, v in batch.items()}
-
-
-@pytest.mark.parametrize("agg, bootstrap", [("min", -2.0), ("mean", 0.5)])
-def test_critic_target_is_clipped_double_q_and_weights_use_the_pre_update_critics(agg, bootstrap):
-    """Target critics output 3 and -2: the critic loss is the squared error against r + gamma (1 -
-    terminated) agg(3, -2). The online critics output 1 and 4: the candidates are valued by them as
-    they were before this step's critic update, so Q is exactly agg(1, 4) and the weights uniform."""
-    cfg = resolve(compose(TINY + [f"algo.critic_agg={agg}"]))
-    agent = get_algo("sdac").make(cfg.algo, make_env("gym/Pendulum-v1").spec)
+@pytest.mark.parametrize("agg", ["min", "mean"])
+def test_weights_use_the_pre_update_critics(agg):
+    """The online critics output 1 and 4: the candidates are valued by them as they were before
+    this step's critic update, so Q is exactly agg(1, 4) and the weights uniform; then both the
+    critics and the actor move. (The clipped double-Q critic step is tested in
+    test_agent_contract.py.)"""
+    cfg = tiny_config("sdac", f"algo.critic_agg={agg}")
+    agent = get_algo("sdac").make(cfg.algo, PENDULUM)
     state = agent.init(jax.random.PRNGKey(0))
-    state = state.replace(target=constant_critic(state.target, (3.0, -2.0)),
-                          critic=constant_critic(state.critic, (1.0, 4.0)))
-    batch = random_batch()
-    new, metrics = jax.jit(agent.update)(state, batch, jax.random.PRNGKey(2), jnp.int32(0))
+    state = state.replace(critic=set_q_head(state.critic, [1.0, 4.0]))
+    new, metrics = jax.jit(agent.update)(state, random_batch(), jax.random.PRNGKey(2), jnp.int32(0))
 
-    r, done = np.asarray(batch["reward"]), np.asarray(batch["terminated"])
-    target = r + 0.99 * (1.0 - done) * bootstrap
     q = np.array([1.0, 4.0])[:, None]
-    np.testing.assert_allclose(float(metrics["critic_loss"]), np.mean((q - target) ** 2), rtol=1e-5)
     np.testing.assert_allclose(float(metrics["q_candidates"]), 1.0 if agg == "min" else 2.5, rtol=1e-6)
-    np.testing.assert_allclose(float(metrics["weights_ess"]), 16, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["weights_ess"]), cfg.algo.num_reverse_samples, rtol=1e-5)
     assert not np.allclose(np.asarray(new.critic["VmapQHead_0"]["Dense_0"]["bias"]), q)  # it moved
-    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), new.actor, state.actor)
-    assert max(jax.tree.leaves(moved)) > 0  # and so did the actor
+    assert trees_differ(new.actor, state.actor)  # and so did the actor
 
 
-@pytest.mark.parametrize("model", SUPPORTED_MODELS)
-def test_every_supported_model_updates_with_finite_metrics(model):
-    cfg = resolve(compose(TINY + [f"algo.model={model}"]))
-    agent = get_algo("sdac").make(cfg.algo, make_env("gym/Pendulum-v1").spec)
+@pytest.mark.parametrize("model", ["vp-linear", "ddpm-linear"])
+def test_linear_schedules_update_with_finite_metrics(model):
+    """SDAC supports every model (SUPPORTED_MODELS); test_agent_contract.py trains one of each
+    class, these are the other schedules."""
+    assert model in SUPPORTED_MODELS
+    agent = get_algo("sdac").make(tiny_config("sdac", f"algo.model={model}").algo, PENDULUM)
     state = agent.init(jax.random.PRNGKey(0))
     _, metrics = jax.jit(agent.update)(state, random_batch(), jax.random.PRNGKey(1), jnp.int32(0))
     assert all(np.isfinite(float(v)) for v in metrics.values()), metrics
-
-
-# --- acting -------------------------------------------------------------------------------------
-
-
-def test_act_sample_value_shapes_and_box():
-    cfg = resolve(compose(TINY))
-    spec = make_env("gym/Pendulum-v1").spec
-    agent = get_algo("sdac").make(cfg.algo, spec)
-    state = agent.init(jax.random.PRNGKey(0))
-    obs = jnp.asarray(np.random.default_rng(0).normal(size=(32, 3)) * 5, jnp.float32)
-    for det in (False, True):
-        a = np.asarray(agent.act(state, obs, jax.random.PRNGKey(1), det))
-        assert a.shape == (32, 1) and np.all(np.abs(a) <= 1.0)
-    s = np.asarray(agent.sample(state, obs, jax.random.PRNGKey(2), 5))
-    assert s.shape == (32, 5, 1) and np.all(np.abs(s) <= 1.0)
-    assert agent.value(state, obs, jnp.asarray(a)).shape == (32,)
-    obs_n = jnp.broadcast_to(obs[:, None], (32, 5, 3))
-    assert agent.value(state, obs_n, jnp.asarray(s)).shape == (32, 5)
 
 
 # --- config -------------------------------------------------------------------------------------
@@ -210,12 +171,10 @@ def test_act_sample_value_shapes_and_box():
     ("algo.temperature=0", "temperature"), ("algo.temperature=-0.1", "temperature"),
     ("algo.temperature=nan", "temperature"), ("algo.temperature=inf", "temperature"),
     ("algo.num_reverse_samples=1", "num_reverse_samples"),
-    ("algo.num_reverse_samples=0", "num_reverse_samples"), ("algo.best_of_eval=0", "best_of_eval"),
-    ("algo.diffusion_steps=0", "diffusion_steps"), ("algo.time_dim=63", "even"),
-    ("algo.model=vp-cosin", "vp-cosine"), ("algo.critic_agg=max", "critic_agg"),
-    ("algo.lr_actor=0", "lr_actor"), ("algo.critic_block=-1", "critic_block"),
+    ("algo.num_reverse_samples=0", "num_reverse_samples"),
 ])
 def test_bad_sdac_values_are_one_line_flux_errors(override, words):
+    """SDAC's own fields; the shared ones are in test_agent_contract.py."""
     with pytest.raises(FluxError) as info:
         resolve(compose(["algo=sdac", override]))
     msg = str(info.value)
@@ -252,8 +211,7 @@ def test_paper_defaults():
 def test_building_with_a_bad_config_is_a_flux_error():
     cfg = resolve(compose(["algo=sdac"])).algo
     with pytest.raises(FluxError, match="temperature"):
-        get_algo("sdac").make(dataclasses.replace(cfg, temperature=0.0),
-                              make_env("gym/Pendulum-v1").spec)
+        get_algo("sdac").make(dataclasses.replace(cfg, temperature=0.0), PENDULUM)
 
 
 # --- learning -----------------------------------------------------------------------------------
