@@ -41,8 +41,11 @@ def test_seed_in_group_follows_seed_alone(tmp_path):
     alone = _run(tmp_path, "alone", budget + ["seed=3", "seeds=1"])
     p_group = jax.tree.map(lambda x: np.asarray(x)[3], group.state.agent)
     p_alone = jax.tree.map(lambda x: np.asarray(x)[0], alone.state.agent)
+    # A batch of five and a batch of one vectorise differently, so float rounding differs by
+    # machine and grows over 300 updates (3e-4 on an AMD EPYC, under 1e-5 on the machine that wrote this
+    # test); another seed's parameters differ by the scale of the weights.
     for a, b in zip(jax.tree.leaves(p_group), jax.tree.leaves(p_alone), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        assert np.max(np.abs(a - b)) <= 2e-3 * max(1.0, np.max(np.abs(b)))
     # same actions on the same observations
     from fluxrl.agents.baselines.sac import make_sac
     from fluxrl.config import resolve
@@ -53,7 +56,7 @@ def test_seed_in_group_follows_seed_alone(tmp_path):
     obs = np.random.default_rng(0).uniform(-1, 1, (64, 3)).astype(np.float32)
     key = jax.random.PRNGKey(7)
     np.testing.assert_allclose(agent.act(p_group, obs, key, False), agent.act(p_alone, obs, key, False),
-                               rtol=1e-4, atol=1e-5)
+                               atol=1e-3)
     # the other members of the group really are different agents
     other = jax.tree.map(lambda x: np.asarray(x)[0], group.state.agent.actor)
     assert not np.allclose(jax.tree.leaves(other)[0], jax.tree.leaves(p_alone.actor)[0])

@@ -185,9 +185,8 @@ class OffPolicyProgram:
     def pop_metrics(self, state: TrainState) -> tuple[TrainState, dict[str, np.ndarray]]:
         """Mean update metrics per seed since the last call; empty before the first update."""
         self.env.pop_finished()  # training-episode bookkeeping is not logged; keep it bounded
-        count = int(np.max(jax.device_get(state.mcount)))
-        state, means = pop_metrics(state)
-        return state, (means if count > 0 else {})
+        state, means, count = pop_metrics(state)
+        return state, (means if count.max() > 0 else {})
 
     def pending_metrics(self, state: TrainState) -> dict[str, np.ndarray]:
         """Sums of the update metrics not yet popped (to refuse checkpointing a non-finite state)."""
@@ -214,10 +213,11 @@ def transition_dict(tr: Transition) -> dict:
             "terminated": tr.terminated}
 
 
-def pop_metrics(state: TrainState) -> tuple[TrainState, dict[str, np.ndarray]]:
-    """Mean update metrics per seed since the last call (one device-to-host transfer)."""
+def pop_metrics(state: TrainState) -> tuple[TrainState, dict[str, np.ndarray], np.ndarray]:
+    """Mean update metrics per seed since the last call and the update counts they average (one
+    device-to-host transfer)."""
     msum, count = jax.device_get((state.msum, state.mcount))
     means = {k: np.asarray(v) / np.maximum(count, 1) for k, v in msum.items()}
     state = state.replace(msum=jax.tree.map(jnp.zeros_like, state.msum),
                           mcount=jnp.zeros_like(state.mcount))
-    return state, means
+    return state, means, np.asarray(count)
