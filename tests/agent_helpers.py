@@ -34,11 +34,16 @@ SPECIAL = {
 }
 
 
+#: The task of each setting's tiny configs: Pendulum-v1, as a host simulator or in JAX (same sizes).
+TINY_ENV = {"off_policy": "gym/Pendulum-v1", "offline": "gym/Pendulum-v1",
+            "on_policy": "jax/Pendulum"}
+
+
 def tiny_overrides(name: str, *extra: str) -> list[str]:
     """Overrides for a small, fast ``name`` on Pendulum-v1: the rules above, then ``extra``
     (``key=value`` strings; a key given again replaces the rule's value)."""
     cls = REGISTRY[name].config
-    values = {"algo": name, "env": "gym/Pendulum-v1", **TINY_NETS}
+    values = {"algo": name, "env": TINY_ENV[REGISTRY[name].setting], **TINY_NETS}
     if issubclass(cls, GenerativeConfig):
         values.update(TINY_GENERATIVE)
     for f in dataclasses.fields(cls):

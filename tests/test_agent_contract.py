@@ -28,6 +28,7 @@ import numpy as np
 import optax
 import pytest
 from agent_helpers import (
+    TINY_ENV,
     assert_trees_close,
     bootstrapped,
     layout,
@@ -38,9 +39,15 @@ from agent_helpers import (
     trees_differ,
 )
 
-from fluxrl.agents.base import CONTRACTS, OffPolicyAgent, Shapes
+from fluxrl.agents.base import CONTRACTS, OffPolicyAgent, OnPolicyAgent, Rollout, Shapes
 from fluxrl.agents.common import GenerativeActorCritic, critic_step, soft_update
-from fluxrl.agents.config import FIELD_RULES, AlgoConfig, CandidateConfig, GenerativeConfig
+from fluxrl.agents.config import (
+    FIELD_RULES,
+    AlgoConfig,
+    CandidateConfig,
+    GenerativeConfig,
+    PolicyGradientConfig,
+)
 from fluxrl.agents.registry import REGISTRY, get_algo, make_agent
 from fluxrl.config import compose, resolve
 from fluxrl.errors import FluxError
@@ -48,8 +55,11 @@ from fluxrl.generative import MODELS, model_class
 
 NAMES = list(REGISTRY)
 #: settings whose contract this file tests; a new setting needs its own tests here first
-TESTED_SETTINGS = ("off_policy", "offline")
+TESTED_SETTINGS = ("off_policy", "offline", "on_policy")
+#: the config base of each setting's algorithms
+CONFIG_BASES = {"off_policy": AlgoConfig, "offline": AlgoConfig, "on_policy": PolicyGradientConfig}
 OFF_POLICY = [n for n in NAMES if CONTRACTS[REGISTRY[n].setting] is OffPolicyAgent]
+ON_POLICY = [n for n in NAMES if CONTRACTS[REGISTRY[n].setting] is OnPolicyAgent]
 GENERATIVE = [n for n in OFF_POLICY if issubclass(REGISTRY[n].config, GenerativeConfig)]
 EXPLORING = [n for n in OFF_POLICY
              if "explore_noise" in {f.name for f in dataclasses.fields(REGISTRY[n].config)}]
@@ -117,9 +127,10 @@ def finite_scalars(metrics: dict) -> bool:
 def test_registry_entry_names_its_config_and_a_tested_setting(name):
     info = REGISTRY[name]
     assert info.name == name and get_algo(name) is info
-    assert issubclass(info.config, AlgoConfig) and info.config().name == name
-    assert isinstance(resolve(compose([f"algo={name}"])).algo, info.config)
     assert info.setting in TESTED_SETTINGS, f"{name}: no contract tests for {info.setting} yet"
+    assert issubclass(info.config, CONFIG_BASES[info.setting]) and info.config().name == name
+    env = f"env={TINY_ENV[info.setting]}"
+    assert isinstance(resolve(compose([f"algo={name}", env])).algo, info.config)
 
 
 #: a bad value for every rule in FIELD_RULES
@@ -137,14 +148,18 @@ def shared_bad_values(name: str) -> list[tuple[str, str]]:
     FIELD_RULES it has), GenerativeConfig's and CandidateConfig's."""
     cls = REGISTRY[name].config
     fields = {f.name for f in dataclasses.fields(cls)}
+    nets = [("algo.actor.width=0", "algo.actor.width"), ("algo.critic.depth=0", "algo.critic.depth"),
+            ("algo.actor.backbone=resnet", "algo.actor.backbone"), ("algo.critic.act=relux", "relux")]
+    rates = [c for f in sorted(f for f in fields if f.startswith("lr_"))
+             for c in ((f"algo.{f}=0", f), (f"algo.{f}=nan", f))]
+    if issubclass(cls, PolicyGradientConfig):
+        return nets + rates + [("algo.clip=1.5", "clip"), ("algo.clip=0", "clip"),
+                               ("algo.max_grad_norm=-1", "max_grad_norm"),
+                               ("algo.value_coef=nan", "value_coef")]
     cases = [("algo.discount=1.5", "discount"), ("algo.tau=-0.1", "tau"),
              ("algo.num_critics=0", "num_critics"), ("algo.critic_agg=max", "critic_agg"),
              ("algo.best_of_eval=0", "best_of_eval"), ("algo.best_of_act=-2", "best_of_act"),
-             ("algo.actor.width=0", "algo.actor.width"), ("algo.critic.depth=0", "algo.critic.depth"),
-             ("algo.actor.backbone=resnet", "algo.actor.backbone"),
-             ("algo.critic.act=relux", "relux")]
-    for f in sorted(f for f in fields if f.startswith("lr_")):
-        cases += [(f"algo.{f}=0", f), (f"algo.{f}=nan", f)]
+             *nets, *rates]
     cases += [(f"algo.{f}={BAD_RULE_VALUES[f]}", f) for f in FIELD_RULES if f in fields]
     if issubclass(cls, GenerativeConfig):
         cases += [("algo.diffusion_steps=0", "diffusion_steps"), ("algo.time_dim=63", "even"),
@@ -169,7 +184,7 @@ def test_shared_bad_values_are_one_line_flux_errors_before_any_compile(name, ove
     jax.monitoring.register_event_duration_secs_listener(listen)
     try:
         with pytest.raises(FluxError) as info:
-            resolve(compose([f"algo={name}", override]))
+            resolve(compose([f"algo={name}", f"env={TINY_ENV[REGISTRY[name].setting]}", override]))
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
     msg = str(info.value)
@@ -184,9 +199,10 @@ def test_shared_bad_values_are_one_line_flux_errors_before_any_compile(name, ove
         n in MAKE_SKIPS_VALIDATION, strict=True,
         reason="make does not call cfg.validate() (resolve does)")) for n in NAMES])
 def test_make_validates_a_config_that_skipped_resolve(name):
-    cfg = dataclasses.replace(resolve(compose(tiny_overrides(name))).algo, num_critics=0)
-    with pytest.raises(FluxError, match="num_critics"):
-        REGISTRY[name].make(cfg, SHAPES)
+    algo = resolve(compose(tiny_overrides(name))).algo
+    field = "clip" if isinstance(algo, PolicyGradientConfig) else "num_critics"
+    with pytest.raises(FluxError, match=field):
+        REGISTRY[name].make(dataclasses.replace(algo, **{field: 0}), SHAPES)
 
 
 # --- acting --------------------------------------------------------------------------------------
@@ -426,3 +442,56 @@ def test_shared_critic_step_is_clipped_double_q_and_stops_at_termination(name, a
     np.testing.assert_allclose(float(metrics["critic_loss"]), float(loss), rtol=1e-5)
     assert_trees_close(new.critic, pc, rtol=1e-5, atol=1e-7)
     assert_trees_close(new.target, soft_update(state.target, pc, cfg.tau), rtol=1e-5, atol=1e-7)
+
+
+# --- the on-policy contract ----------------------------------------------------------------------
+
+
+def random_minibatch(agent: Any, state: Any, n: int = N, seed: int = 1) -> Rollout:
+    """A minibatch as the on-policy program builds it: the agent's own actions and extras on
+    normal observations, normal advantages and targets."""
+    rng = np.random.default_rng(seed)
+    obs = jnp.asarray(rng.normal(size=(n, SHAPES.obs_dim)), jnp.float32)
+    action, extras = agent.act(state, obs, jax.random.PRNGKey(seed), False)
+    z = jnp.zeros(n)
+    adv, target = (jnp.asarray(rng.normal(size=n), jnp.float32) for _ in range(2))
+    return Rollout(obs, action, z, z, z, extras, adv, target)
+
+
+@pytest.mark.parametrize("name", ON_POLICY)
+def test_on_policy_act_value_and_update(name):
+    """Acting: actions in the box, extras of one row per state, random unless deterministic;
+    the value is one number per state; one update on a minibatch moves every parameter tree and
+    logs finite scalars; vmapped over two seeds, each seed is as if alone."""
+    cfg = resolve(compose(tiny_overrides(name))).algo
+    agent = make_agent(cfg, SHAPES)
+    state = jax.jit(agent.init)(KEY)
+    obs = jnp.asarray(np.random.default_rng(0).normal(size=(N, SHAPES.obs_dim)), jnp.float32)
+    a1, extras = agent.act(state, obs, jax.random.PRNGKey(1), False)
+    a2, _ = agent.act(state, obs, jax.random.PRNGKey(2), False)
+    d1, _ = agent.act(state, obs, jax.random.PRNGKey(1), True)
+    d2, _ = agent.act(state, obs, jax.random.PRNGKey(2), True)
+    assert a1.shape == (N, SHAPES.act_dim) and np.all(np.abs(np.asarray(a1)) <= 1.0)
+    assert all(v.shape[0] == N for v in jax.tree.leaves(extras))
+    assert not np.allclose(a1, a2) and np.array_equal(d1, d2)
+    assert agent.value(state, obs).shape == (N,)
+
+    update = jax.jit(agent.update)
+    mb = random_minibatch(agent, state)
+    new, metrics = update(state, mb, KEY, jnp.int32(0))
+    assert layout(new) == layout(state) and finite_scalars(metrics)
+    for field in dataclasses.fields(state):
+        if isinstance(getattr(state, field.name), Mapping):
+            assert trees_differ(getattr(new, field.name), getattr(state, field.name)), field.name
+
+    keys = jax.random.split(jax.random.PRNGKey(3), 2)
+    states = jax.vmap(agent.init)(keys)
+    mbs = stack([random_minibatch(agent, seed(states, s), seed=s) for s in (0, 1)])
+    ukeys = jax.random.split(jax.random.PRNGKey(4), 2)
+    both, both_metrics = jax.jit(jax.vmap(agent.update, in_axes=(0, 0, 0, None)))(
+        states, mbs, ukeys, jnp.int32(0))
+    alone, alone_metrics = update(seed(states, 1), seed(mbs, 1), ukeys[1], jnp.int32(0))
+    assert_trees_close(seed(both, 1), alone, rtol=1e-4, atol=1e-6)
+    for k, m in alone_metrics.items():
+        np.testing.assert_allclose(float(both_metrics[k][1]), float(m), rtol=1e-4, atol=1e-6,
+                                   err_msg=k)

@@ -15,6 +15,7 @@ per suite by :func:`resolve` from :data:`SUITE_DEFAULTS` (paper Table 3 and Appe
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from typing import Any  # noqa: UP035 - OmegaConf needs typing.Optional
@@ -62,9 +63,49 @@ class OffPolicyConfig:
         return new
 
 
+@dataclass
+class OnPolicyConfig:
+    """The on-policy trainer (``on_policy.*``): rollouts of vmapped JAX envs, GAE, epochs x
+    minibatches (paper Table 4 unless a field says otherwise; Brax's names in brackets)."""
+
+    num_envs: int = 1024  #: environments stepped together per seed (paper Table 4: 1024)
+    unroll_length: int = 24  #: steps per environment per unroll (paper Table 4: 24)
+    unrolls_per_iteration: int = 1  #: unrolls collected before an update; Brax collects batch_size x num_minibatches / num_envs of them (Playground DMC: 16)
+    num_minibatches: int = 4  #: minibatches per epoch (paper Table 4: 4)
+    update_epochs: int = 4  #: passes over each rollout [num_updates_per_batch] (paper Table 4: 4)
+    discount: float = 0.99  #: gamma [discounting] (rsl_rl PPO and IsaacLab agents: 0.99)
+    gae_lambda: float = 0.95  #: GAE lambda (paper Table 4; Brax: 0.95)
+    reward_scaling: float = 1.0  #: rewards are multiplied by this for GAE and the value loss (Brax; Playground DMC: 10)
+    normalize_observations: bool = True  #: running mean / std normalisation of observations, kept in every checkpoint (Brax; Playground DMC: true)
+    iterations_per_chunk: int = 1  #: iterations per device call; the host sees the state only between calls (cadences fire at the end of the chunk that crosses them)
+
+    def resolve(self, suite: dict, frames: int, action_repeat: int) -> OnPolicyConfig:
+        """Check the values: positive sizes, minibatches that divide the rollout."""
+        new = dataclasses.replace(self)
+        for key in ("num_envs", "unroll_length", "unrolls_per_iteration", "num_minibatches",
+                    "update_epochs", "iterations_per_chunk"):
+            if getattr(new, key) <= 0:
+                raise FluxError(f"on_policy.{key} must be a positive number, got "
+                                f"on_policy.{key}={getattr(new, key)}")
+        for key in ("discount", "gae_lambda"):
+            if not 0.0 <= getattr(new, key) <= 1.0:
+                raise FluxError(f"on_policy.{key} must lie in [0, 1], got {getattr(new, key)}")
+        if not (math.isfinite(new.reward_scaling) and new.reward_scaling > 0):
+            raise FluxError(f"on_policy.reward_scaling must be positive, got {new.reward_scaling}")
+        steps = new.num_envs * new.unroll_length * new.unrolls_per_iteration
+        if steps % new.num_minibatches:
+            raise FluxError(f"on_policy.num_minibatches={new.num_minibatches} does not divide the "
+                            f"{steps} steps of a rollout (num_envs x unroll_length x "
+                            "unrolls_per_iteration); choose a divisor")
+        if action_repeat != 1:
+            raise FluxError(f"action_repeat={action_repeat}: the on-policy program steps JAX "
+                            "environments once per action; set action_repeat=1")
+        return new
+
+
 #: The trainer group of each setting that has a program: ``setting -> group config class``; the
 #: group's key in :class:`Config` is the setting's name.
-TRAINERS: dict[str, type] = {"off_policy": OffPolicyConfig}
+TRAINERS: dict[str, type] = {"off_policy": OffPolicyConfig, "on_policy": OnPolicyConfig}
 
 
 @dataclass
@@ -74,7 +115,7 @@ class Config:
 
     defaults: list[Any] = field(default_factory=lambda: ["_self_", {"algo": "sac"}])
     algo: Any = None  #: algorithm config group, ``algo=<name>`` (``fluxrl algos`` lists them)
-    env: str = "gym/HalfCheetah-v5"  #: task, ``gym/<Gymnasium id>`` or ``dmc/<domain>-<task>``
+    env: str = "gym/HalfCheetah-v5"  #: task, ``gym/<Gymnasium id>``, ``dmc/<domain>-<task>`` (host simulators) or ``jax/<Name>`` (JAX, on-policy)
     seed: int = 0  #: first seed; member k of the group uses seed + k (paper: seeds 0-4)
     seeds: int = 1  #: independent agents trained together as one vmapped program
     frames: int = 1_000_000  #: training budget, simulator frames per seed (paper Table 3: 1M); resume= with a larger value extends a run
@@ -91,6 +132,7 @@ class Config:
     progress: bool = True  #: console progress bar (frames/s, ETA, last evaluation)
     plot: bool = True  #: write run_dir/curves.png at the end of training
     off_policy: Any = None  #: the off-policy trainer group (OffPolicyConfig); set for off-policy algorithms only
+    on_policy: Any = None  #: the on-policy trainer group (OnPolicyConfig); set for on-policy algorithms only
 
     @property
     def trainer(self) -> Any:
@@ -111,6 +153,7 @@ SUITE_DEFAULTS: dict[str, dict[str, Any]] = {
             "net": {"width": 256, "depth": 2, "act": "relu"}},
     "dmc": {"action_repeat": 2, "off_policy": {"batch_size": 512, "warmup_frames": 10_000},
             "net": {"width": 512, "depth": 3, "act": "elu"}},
+    "jax": {"action_repeat": 1, "off_policy": {}, "net": {"width": 256, "depth": 3, "act": "elu"}},
 }
 
 
@@ -281,6 +324,15 @@ def resolve(cfg: Config) -> Config:
 
     info = get_algo(cfg.algo.name)
     suite, _ = check_env_name(cfg.env)
+    from fluxrl.envs import JAX_SUITES
+
+    if (info.setting == "on_policy") != (suite in JAX_SUITES):
+        if info.setting == "on_policy":
+            raise FluxError(f"algo={info.name} trains on-policy on JAX environments stepped on the "
+                            f"device; env={cfg.env} is a host simulator: choose a jax/... env")
+        raise FluxError(f"algo={info.name} trains {info.setting} on host simulators; env={cfg.env} "
+                        "is a JAX environment: choose a gym/... or dmc/... env, or an on-policy "
+                        "algorithm (ppo)")
     sd = SUITE_DEFAULTS[suite]
     cfg = dataclasses.replace(cfg)
     if cfg.action_repeat is None:

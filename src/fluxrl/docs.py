@@ -46,7 +46,7 @@ def configuration_markdown() -> str:
              "|---|---|---|---|---|"]
     for suite, d in C.SUITE_DEFAULTS.items():
         n, op = d["net"], d["off_policy"]
-        parts.append(f"| {suite} | {op['batch_size']} | {op['warmup_frames']} | "
+        parts.append(f"| {suite} | {op.get('batch_size', '-')} | {op.get('warmup_frames', '-')} | "
                      f"{d['action_repeat']} | {n['depth']} x {n['width']}, {n['act']} |")
     from fluxrl.task_defaults import TASK_DEFAULTS
 

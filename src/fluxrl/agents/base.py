@@ -25,7 +25,8 @@ REFERENCES = ("uniform", "previous", "dataset", "none")
 #: Training settings, each with its own agent contract and program.
 SETTINGS = ("off_policy", "on_policy", "offline")
 #: Whose code an algorithm's defaults follow (``AlgoInfo.follows``).
-FOLLOWS = {"flowrl": "FlowRL protocol", "authors": "original authors"}
+FOLLOWS = {"flowrl": "FlowRL protocol", "authors": "original authors",
+           "brax": "Brax (google/brax)"}
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,9 @@ class OffPolicyAgent:
 
 @struct.dataclass
 class Rollout:
-    """``unroll_length`` steps of ``num_envs`` environments, time-major ``[T, N, ...]``, as the
-    on-policy program hands them to ``OnPolicyAgent.update`` after computing the advantages."""
+    """Steps of a rollout with their advantages. The on-policy program collects ``[T, N, ...]``
+    (time-major), computes the advantages, flattens and shuffles the steps and hands
+    ``OnPolicyAgent.update`` minibatches of this type whose arrays are ``[B, ...]``."""
 
     obs: jax.Array  #: ``[T, N, obs_dim]`` (normalised as the agent saw them)
     action: jax.Array  #: ``[T, N, act_dim]`` in [-1, 1]
@@ -85,8 +87,8 @@ class OnPolicyAgent:
     act: Callable[[Any, jax.Array, jax.Array, bool], tuple[jax.Array, dict]]
     #: ``value(state, obs[..., obs_dim]) -> [...]``: the state value, to bootstrap truncations
     value: Callable[[Any, jax.Array], jax.Array]
-    #: ``update(state, rollout, key, update_index) -> (state, metrics)``; ``update_index``
-    #: counts rollouts from 0
+    #: ``update(state, minibatch, key, update_index) -> (state, metrics)``: one gradient step on
+    #: a :class:`Rollout` minibatch ``[B, ...]``; ``update_index`` counts minibatch updates from 0
     update: Callable[[Any, Rollout, jax.Array, jax.Array], tuple[Any, dict]]
 
 

@@ -17,6 +17,12 @@ from fluxrl.nets.backbones import make_backbone
 from fluxrl.nets.denoiser import Denoiser, make_denoiser
 
 
+def tanh_log_det(u: jax.Array) -> jax.Array:
+    """``log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))``, stable for large ``|u|``: the
+    log-Jacobian of squashing a Gaussian sample by tanh, per dimension."""
+    return 2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u))
+
+
 def adam_step(params: Any, opt_state: Any, grads: Any, tx: optax.GradientTransformation):
     """One optimiser step: returns ``(params, opt_state)``."""
     updates, opt_state = tx.update(grads, opt_state, params)

@@ -159,3 +159,38 @@ class CandidateConfig(GenerativeConfig):
         if self.critic_block < 0:
             raise FluxError(f"algo.critic_block must be zero (one call) or positive, got "
                             f"{self.critic_block}")
+
+
+def policy_gradient_net() -> NetConfig:
+    """Actor and critic of the on-policy agents: 3 x 256 ELU (paper Table 4, PPO)."""
+    return NetConfig(width=256, depth=3, act="elu")
+
+
+@dataclass
+class PolicyGradientConfig:
+    """Fields every on-policy agent shares (paper Table 4 unless a field says otherwise). The
+    rollout, GAE and the epochs x minibatches loop are the trainer's (``on_policy.*``)."""
+
+    name: str = ""  #: algorithm name in the registry
+    actor: NetConfig = field(default_factory=policy_gradient_net)  #: policy backbone (paper Table 4: 3 x 256 ELU)
+    critic: NetConfig = field(default_factory=policy_gradient_net)  #: value backbone (paper Table 4: 3 x 256 ELU)
+    lr_actor: float = 1e-4  #: policy Adam lr (paper Table 4)
+    lr_critic: float = 1e-3  #: value Adam lr (paper Table 4)
+    max_grad_norm: float = 1.0  #: clip of the global norm of the joint policy and value gradient, 0 = none (paper Table 4: 1.0; Brax: none)
+    clip: float = 0.2  #: PPO ratio clip epsilon (paper Table 4)
+    value_coef: float = 0.5  #: weight of the value loss 0.5 mean (V - target)^2 (Brax ppo/losses.py: 0.5 * 0.5 mse)
+    normalize_advantage: bool = True  #: standardise the advantages of each minibatch (paper Table 4; Brax ppo/losses.py)
+
+    def validate(self) -> None:
+        """The networks, positive rates, a clip in (0, 1), non-negative coefficients."""
+        for part in ("actor", "critic"):
+            getattr(self, part).validate(f"algo.{part}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name.startswith("lr_") and not (math.isfinite(value) and value > 0):
+                raise FluxError(f"algo.{f.name} must be a positive finite number, got {value}")
+        if not 0.0 < self.clip < 1.0:
+            raise FluxError(f"algo.clip must lie in (0, 1), got {self.clip}")
+        for key in ("max_grad_norm", "value_coef"):
+            if not (math.isfinite(getattr(self, key)) and getattr(self, key) >= 0):
+                raise FluxError(f"algo.{key} must be zero or positive, got {getattr(self, key)}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from fluxrl.agents.base import CONTRACTS, AlgoInfo, Shapes
-from fluxrl.agents.baselines import sac, td3
+from fluxrl.agents.baselines import ppo, sac, td3
 from fluxrl.agents.q_guidance import idem, qsm
 from fluxrl.agents.reparam import dacer, dime
 from fluxrl.agents.weighted_matching import dpmd, qvpo, sdac
@@ -18,7 +18,7 @@ from fluxrl.errors import FluxError, close_matches
 #: Every registered algorithm: baselines, then the grid's rows (paper Table 1) in the order of
 #: :data:`fluxrl.agents.base.FAMILIES`, by name within a row.
 REGISTRY: dict[str, AlgoInfo] = {a.name: a for a in (
-    sac.ALGO, td3.ALGO,
+    sac.ALGO, td3.ALGO, ppo.ALGO,
     idem.ALGO, qsm.ALGO,
     dpmd.ALGO, qvpo.ALGO, sdac.ALGO,
     dacer.ALGO, dime.ALGO,

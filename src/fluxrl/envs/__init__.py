@@ -1,4 +1,5 @@
-"""Environments behind one interface: ``gym/<Gymnasium id>`` and ``dmc/<domain>-<task>``."""
+"""Environments: host ones (``gym/<Gymnasium id>``, ``dmc/<domain>-<task>``) behind
+:class:`HostEnv`, and JAX ones (``jax/<Name>``) behind :class:`fluxrl.envs.jax_env.JaxEnv`."""
 
 from __future__ import annotations
 
@@ -7,16 +8,23 @@ from functools import partial
 from fluxrl.envs.base import EnvSpec, HostEnv, Transition, VecEnv
 from fluxrl.errors import FluxError, close_matches
 
-SUITES = ("gym", "dmc")
+SUITES = ("gym", "dmc", "jax")
+#: Suites whose environments are JAX functions (stepped on the device inside a jitted program);
+#: the others are host simulators.
+JAX_SUITES = ("jax",)
 
-#: Frame skip per suite (protocol.md section 2, paper Table 3): Gym 1, DMC 2.
-DEFAULT_ACTION_REPEAT = {"gym": 1, "dmc": 2}
+#: Frame skip per suite (protocol.md section 2, paper Table 3): Gym 1, DMC 2; JAX envs 1.
+DEFAULT_ACTION_REPEAT = {"gym": 1, "dmc": 2, "jax": 1}
 
 __all__ = ["EnvSpec", "HostEnv", "Transition", "VecEnv", "check_env_name", "make_env",
-           "make_vec_env", "DEFAULT_ACTION_REPEAT"]
+           "make_jax_env", "make_vec_env", "DEFAULT_ACTION_REPEAT", "JAX_SUITES"]
 
 
 def _available(suite: str) -> list[str]:
+    if suite == "jax":
+        from fluxrl.envs.jax_tasks import TASKS
+
+        return list(TASKS)
     if suite == "gym":
         from fluxrl.envs import gym
 
@@ -44,6 +52,9 @@ def check_env_name(name: str) -> tuple[str, str]:
 def make_env(name: str, action_repeat: int | None = None, render: bool = False) -> HostEnv:
     """Build one host environment from its full name."""
     suite, task = check_env_name(name)
+    if suite in JAX_SUITES:
+        raise FluxError(f"env={name} is a JAX environment, trained by the on-policy algorithms "
+                        "(fluxrl algos); off-policy algorithms need a host env (gym/..., dmc/...)")
     repeat = action_repeat or DEFAULT_ACTION_REPEAT[suite]
     if suite == "gym":
         from fluxrl.envs.gym import GymEnv
@@ -59,3 +70,17 @@ def make_vec_env(name: str, seeds: list[int], envs_per_seed: int = 1,
     """``len(seeds) x envs_per_seed`` environments; seed ``s`` owns row ``s``."""
     check_env_name(name)
     return VecEnv(partial(make_env, name, action_repeat), seeds, envs_per_seed)
+
+
+def make_jax_env(name: str):
+    """Build one JAX environment (:class:`fluxrl.envs.jax_env.JaxEnv`) from its full name."""
+    from fluxrl.envs.jax_env import JaxEnv
+
+    suite, task = check_env_name(name)
+    if suite not in JAX_SUITES:
+        raise FluxError(f"env={name} is a host simulator; the on-policy program steps JAX "
+                        f"environments on the device: choose one of "
+                        f"{', '.join(f'{s}/{t}' for s in JAX_SUITES for t in _available(s))}")
+    from fluxrl.envs.jax_tasks import TASKS
+
+    return JaxEnv(TASKS[task](), name)

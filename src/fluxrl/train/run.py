@@ -32,8 +32,9 @@ def _warn(line: str) -> None:
 def programs() -> dict[str, type]:
     """``setting -> program class`` of every setting with a trainer."""
     from fluxrl.train.off_policy import OffPolicyProgram
+    from fluxrl.train.on_policy import OnPolicyProgram
 
-    return {"off_policy": OffPolicyProgram}
+    return {"off_policy": OffPolicyProgram, "on_policy": OnPolicyProgram}
 
 
 def load_run_config(run_dir: Path) -> Config:
@@ -138,6 +139,10 @@ def evaluate_run(run_dir: Path, episodes: int = 10, video: bool = False) -> dict
     cfg = load_run_config(run_dir)
     if episodes <= 0:
         raise FluxError(f"--episodes must be positive, got {episodes}")
+    on_device = get_algo(cfg.algo.name).setting == "on_policy"
+    if video and on_device:
+        raise FluxError(f"{run_dir} trained on the JAX env {cfg.env}; videos of JAX environments "
+                        "are not available in this version: evaluate without --video")
     if video:
         check_writable(run_dir / "videos")
     cfg = resolve(cfg)
@@ -147,13 +152,17 @@ def evaluate_run(run_dir: Path, episodes: int = 10, video: bool = False) -> dict
                         "checkpoint")
     seeds = [cfg.seed + k for k in range(cfg.seeds)]
     program = programs()[get_algo(cfg.algo.name).setting](
-        dataclasses.replace(cfg, eval_episodes=1), seeds)
+        dataclasses.replace(cfg, eval_episodes=episodes if on_device else 1), seeds)
+    envs: list = []
     try:
         state = program.restore(ckpt)
-        envs = [[make_env(cfg.env, cfg.action_repeat, render=video and j == 0)
-                 for j in range(episodes)] for _ in seeds]
-        frames: list | None = [] if video else None
-        rets, lens = program.evaluate(state, envs, frames)
+        if on_device:  # batched on the device, no host env
+            rets, lens = program.evaluate(state)
+        else:
+            envs = [[make_env(cfg.env, cfg.action_repeat, render=video and j == 0)
+                     for j in range(episodes)] for _ in seeds]
+            frames: list | None = [] if video else None
+            rets, lens = program.evaluate(state, envs, frames)
     finally:
         program.close()
     out = {"frame": ckpt.frame, "returns": rets, "lengths": lens, "videos": []}

@@ -21,7 +21,7 @@ import optax
 from flax import struct
 
 from fluxrl.agents.base import AlgoInfo, OffPolicyAgent, Shapes
-from fluxrl.agents.common import adam_step, critic_step, soft_update, td_target
+from fluxrl.agents.common import adam_step, critic_step, soft_update, tanh_log_det, td_target
 from fluxrl.agents.config import AlgoConfig
 from fluxrl.errors import FluxError
 from fluxrl.nets.backbones import backbone_from
@@ -68,8 +68,7 @@ def tanh_gaussian_sample(mean: jax.Array, log_std: jax.Array, key: jax.Array):
     eps = normal(key, mean.shape)  # == jax.random.normal, without the CPU threefry while loop
     u = mean + jnp.exp(log_std) * eps
     logp = -0.5 * (eps**2 + jnp.log(2 * jnp.pi)) - log_std
-    # log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), stable for large |u|
-    logp = logp - 2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u))
+    logp = logp - tanh_log_det(u)
     return jnp.tanh(u), logp.sum(-1)
 
 
