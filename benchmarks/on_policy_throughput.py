@@ -37,11 +37,19 @@ CONFIGS = {
                                      "algo.critic.width=64", "algo.actor.depth=2",
                                      "algo.critic.depth=2"], 4),
     "ppo-paper-pendulum": (["env=jax/Pendulum"], 1),  # paper Table 4: 1024 envs x 24, 3x256
+    # Brax's DMC preset but 256 envs and 1 unroll per iteration (CPU-sized)
+    "ppo-brax-cartpole-256envs": (["env=playground/CartpoleBalance", "on_policy.num_envs=256",
+                                   "on_policy.unrolls_per_iteration=1",
+                                   "on_policy.num_minibatches=8", "on_policy.update_epochs=4"], 1),
 }
-RAW = [("jax/Pendulum", n) for n in (64, 1024)] + [("jax/PointReach", n) for n in (64, 1024)]
+#: (task, num_envs, physics)
+RAW = ([("jax/Pendulum", n, "jax") for n in (64, 1024)]
+       + [("jax/PointReach", n, "jax") for n in (64, 1024)]
+       + [("playground/CartpoleBalance", n, "jax") for n in (64, 256)]
+       + [("playground/CheetahRun", 64, "jax"), ("playground/CartpoleBalance", 64, "warp")])
 
 
-def raw_rate(name: str, num_envs: int, reps: int) -> float:
+def raw_rate(name: str, num_envs: int, reps: int, physics: str = "jax") -> float:
     """Median env steps/s of 100 vmapped steps in one jitted scan."""
     import jax
     import jax.numpy as jnp
@@ -49,7 +57,7 @@ def raw_rate(name: str, num_envs: int, reps: int) -> float:
 
     from fluxrl.envs import make_jax_env
 
-    env = make_jax_env(name)
+    env = make_jax_env(name, physics)
     state = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), num_envs))
     action = jnp.full((num_envs, env.act_dim), 0.3)
 
@@ -108,7 +116,16 @@ def main() -> None:
     args = ap.parse_args()
     reps = 5 if args.quick else 15
     mm = matmul_gflops()
-    raw = {f"{n}@{k}": raw_rate(n, k, reps) for n, k in RAW}
+    raw, failed = {}, {}
+    for n, k, p in RAW:
+        key = f"{n}@{k}" + ("" if p == "jax" else f"/{p}")
+        try:
+            raw[key] = raw_rate(n, k, max(3, reps // 3) if n.startswith("playground") else reps, p)
+        except Exception as exc:  # noqa: BLE001 - a physics backend that cannot run here is a result
+            failed[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            print(key, "failed:", failed[key], flush=True)
+            continue
+        print(key, f"{raw[key]:,.0f} steps/s", flush=True)
     rows = {}
     for name, (ov, seeds) in CONFIGS.items():
         if args.only and name not in args.only:
@@ -119,7 +136,8 @@ def main() -> None:
         r["matmul_fraction"] = r["gflops"] / mm
         rows[name] = r
         print(name, json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}))
-    out = {"versions": versions(), "matmul_gflops": mm, "raw": raw, "train": rows}
+    out = {"versions": versions(), "matmul_gflops": mm, "raw": raw, "raw_failed": failed,
+           "train": rows}
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     res = Path(__file__).parent / "results"
     (res / f"on-policy-{stamp}.json").write_text(json.dumps(out, indent=1))
@@ -128,6 +146,9 @@ def main() -> None:
              f"{out['versions']['jax']}; float32 256^3 matmul: {mm:.1f} GFLOP/s (same process)", "",
              "| task @ num_envs | raw env steps/s (jit(vmap(step)), 100-step scan) |", "|---|---|"]
     lines += [f"| {k} | {v:,.0f} |" for k, v in raw.items()]
+    lines += [f"| {k} | failed: {v} |" for k, v in failed.items()]
+    lines += ["", "(`/warp`: Playground's MuJoCo Warp physics; the others MJX in JAX or fluxrl's own "
+              "JAX tasks)"]
     lines += ["", "| config | seeds | steps/iteration | compile s | ms/iteration | env steps/s | "
               "per seed / raw | matmul FLOPs/iteration | GFLOP/s | of matmul |",
               "|---|---|---|---|---|---|---|---|---|---|"]

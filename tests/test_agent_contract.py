@@ -460,7 +460,7 @@ def random_minibatch(agent: Any, state: Any, n: int = N, seed: int = 1) -> Rollo
 
 @pytest.mark.parametrize("name", ON_POLICY)
 def test_on_policy_act_value_and_update(name):
-    """Acting: actions in the box, extras of one row per state, random unless deterministic;
+    """Acting: actions in the box, extras of one row per state, random, reproducible by key;
     the value is one number per state; one update on a minibatch moves every parameter tree and
     logs finite scalars; vmapped over two seeds, each seed is as if alone."""
     cfg = resolve(compose(tiny_overrides(name))).algo
@@ -470,9 +470,10 @@ def test_on_policy_act_value_and_update(name):
     a1, extras = agent.act(state, obs, jax.random.PRNGKey(1), False)
     a2, _ = agent.act(state, obs, jax.random.PRNGKey(2), False)
     d1, _ = agent.act(state, obs, jax.random.PRNGKey(1), True)
-    d2, _ = agent.act(state, obs, jax.random.PRNGKey(2), True)
+    d2, _ = agent.act(state, obs, jax.random.PRNGKey(1), True)
     assert a1.shape == (N, SHAPES.act_dim) and np.all(np.abs(np.asarray(a1)) <= 1.0)
     assert all(v.shape[0] == N for v in jax.tree.leaves(extras))
+    # evaluation actions follow from the key (a mode for PPO, a sample for FPO, as its authors)
     assert not np.allclose(a1, a2) and np.array_equal(d1, d2)
     assert agent.value(state, obs).shape == (N,)
 

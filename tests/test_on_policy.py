@@ -170,6 +170,10 @@ def test_ppo_first_minibatch_has_ratio_one_and_no_clipping():
     _, metrics = agent.update(state, Rollout(obs, action, z, z, z, extras, adv, z),
                               jax.random.PRNGKey(2), jnp.int32(0))
     assert abs(float(metrics["policy_loss"])) < 1e-5  # -mean(standardised A) at ratio 1
+    # PPO evaluates with the mode tanh(loc), whatever the key
+    d1, _ = agent.act(state, obs, jax.random.PRNGKey(1), True)
+    d2, _ = agent.act(state, obs, jax.random.PRNGKey(2), True)
+    np.testing.assert_array_equal(d1, d2)
     assert float(metrics["clip_fraction"]) == 0.0 and abs(float(metrics["approx_kl"])) < 1e-6
 
 
@@ -229,12 +233,12 @@ def test_ppo_learns_point_reach_within_100k_env_steps(tmp_path):
 
 @pytest.mark.slow
 def test_resumed_on_policy_run_equals_an_uninterrupted_one(tmp_path):
-    budget = ["seeds=2", "eval_every=4096", "log_every=4096"]
-    whole = _train(tmp_path / "whole", budget + ["frames=16384"])
-    _train(tmp_path / "part", budget + ["frames=8192"])
+    budget = ["seeds=2", "eval_every=2048", "log_every=2048"]
+    whole = _train(tmp_path / "whole", budget + ["frames=8192"])
+    _train(tmp_path / "part", budget + ["frames=4096"])
     from fluxrl.train.run import train
 
-    ov = ["resume=" + str(tmp_path / "part"), "frames=16384"]
+    ov = ["resume=" + str(tmp_path / "part"), "frames=8192"]
     resumed = train(compose(ov), ov)
     assert resumed.eval_frames == whole.eval_frames
     np.testing.assert_array_equal(resumed.eval_returns, whole.eval_returns)
@@ -246,7 +250,7 @@ def test_resumed_on_policy_run_equals_an_uninterrupted_one(tmp_path):
 
 @pytest.mark.slow
 def test_seed_in_a_group_follows_the_seed_alone(tmp_path):
-    budget = ["eval_every=4096", "log_every=4096", "frames=8192"]
+    budget = ["eval_every=2048", "log_every=2048", "frames=4096"]
     group = _train(tmp_path / "group", budget + ["seed=0", "seeds=2"])
     alone = _train(tmp_path / "alone", budget + ["seed=1", "seeds=1"])
     for a, b in zip(jax.tree.leaves(group.state.agent), jax.tree.leaves(alone.state.agent),

@@ -78,6 +78,7 @@ class OnPolicyConfig:
     reward_scaling: float = 1.0  #: rewards are multiplied by this for GAE and the value loss (Brax; Playground DMC: 10)
     normalize_observations: bool = True  #: running mean / std normalisation of observations, kept in every checkpoint (Brax; Playground DMC: true)
     iterations_per_chunk: int = 1  #: iterations per device call; the host sees the state only between calls (cadences fire at the end of the chunk that crosses them)
+    physics: str = "jax"  #: MuJoCo Playground's physics implementation for playground/ envs: jax (MJX) or warp (MuJoCo Warp); jax runs on a CPU
 
     def resolve(self, suite: dict, frames: int, action_repeat: int) -> OnPolicyConfig:
         """Check the values: positive sizes, minibatches that divide the rollout."""
@@ -97,6 +98,11 @@ class OnPolicyConfig:
             raise FluxError(f"on_policy.num_minibatches={new.num_minibatches} does not divide the "
                             f"{steps} steps of a rollout (num_envs x unroll_length x "
                             "unrolls_per_iteration); choose a divisor")
+        from fluxrl.envs.playground import PHYSICS
+
+        if new.physics not in PHYSICS:
+            raise FluxError(f"on_policy.physics={new.physics!r} is not a Playground "
+                            "implementation; choose one of: " + ", ".join(PHYSICS))
         if action_repeat != 1:
             raise FluxError(f"action_repeat={action_repeat}: the on-policy program steps JAX "
                             "environments once per action; set action_repeat=1")
@@ -154,6 +160,8 @@ SUITE_DEFAULTS: dict[str, dict[str, Any]] = {
     "dmc": {"action_repeat": 2, "off_policy": {"batch_size": 512, "warmup_frames": 10_000},
             "net": {"width": 512, "depth": 3, "act": "elu"}},
     "jax": {"action_repeat": 1, "off_policy": {}, "net": {"width": 256, "depth": 3, "act": "elu"}},
+    "playground": {"action_repeat": 1, "off_policy": {},
+                   "net": {"width": 256, "depth": 3, "act": "elu"}},
 }
 
 

@@ -50,6 +50,27 @@ TASK_DEFAULTS: tuple[TaskDefault, ...] = (
                                "algo.critic.act": "relu"},
                 "flow-rl dmc/algo/td3.yaml (actor_update_freq 1, noise_clip 0.3, "
                 "exploration_noise 0.2, relu actor and critic) at b1385e0 and bae22f4"),
+    TaskDefault("ppo", "playground", {
+        "on_policy.num_envs": 2048, "on_policy.unroll_length": 30,
+        "on_policy.unrolls_per_iteration": 16, "on_policy.num_minibatches": 32,
+        "on_policy.update_epochs": 16, "on_policy.discount": 0.995,
+        "on_policy.reward_scaling": 10.0, "on_policy.normalize_observations": True,
+        "on_policy.gae_lambda": 0.95, "algo.lr_actor": 1e-3, "algo.lr_critic": 1e-3,
+        "algo.entropy_cost": 1e-2, "algo.clip": 0.3, "algo.max_grad_norm": 0.0,
+        "algo.actor.width": 32, "algo.actor.depth": 4, "algo.actor.act": "silu",
+        "algo.critic.width": 256, "algo.critic.depth": 5, "algo.critic.act": "silu"},
+        "MuJoCo Playground v0.2.0 config/dm_control_suite_params.py brax_ppo_config (2048 envs, "
+        "batch 1024 x 32 minibatches x unroll 30 = 16 unrolls of 2048 envs, 16 updates per "
+        "batch, discount 0.995, lr 1e-3, entropy 1e-2, reward scaling 10, normalised "
+        "observations); Brax ppo/train.py and networks.py defaults for the rest (clip 0.3, GAE "
+        "0.95, no gradient clipping, policy 4 x 32 and value 5 x 256 swish). Its "
+        "PendulumSwingUp override (action repeat 4, 4 updates per batch) tests a name Playground "
+        "does not register (PendulumSwingup), so it never applies; fluxrl does what Playground "
+        "runs: no override"),
+    TaskDefault("ppo", "playground/BallInCup", {"on_policy.discount": 0.95},
+                "MuJoCo Playground v0.2.0 config/dm_control_suite_params.py"),
+    TaskDefault("ppo", "playground/FingerSpin", {"on_policy.discount": 0.95},
+                "MuJoCo Playground v0.2.0 config/dm_control_suite_params.py"),
 )
 
 

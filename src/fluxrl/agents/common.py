@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -177,3 +178,62 @@ class GenerativeActorCritic:
         next_q = self.q(self.cfg.critic_agg)(state.target, batch["next_obs"], next_a)
         pc, critic_opt, metrics = self.critic_fit(state, batch, next_q)
         return pc, critic_opt, {**metrics, "next_action_abs": jnp.abs(next_a).mean()}
+
+
+# --- on-policy (policy gradient) pieces ----------------------------------------------------------
+
+
+@struct.dataclass
+class PGState:
+    """State of an on-policy agent: a policy and a value network, each with its own Adam."""
+
+    actor: dict
+    critic: dict
+    actor_opt: optax.OptState
+    critic_opt: optax.OptState
+
+
+class ValueHead(nn.Module):
+    """The state value ``V(s)`` on a backbone."""
+
+    backbone: nn.Module
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        return nn.Dense(1)(self.backbone(obs))[..., 0]
+
+
+def standardise(adv: jax.Array) -> jax.Array:
+    """Advantages with zero mean and unit std over the minibatch (Brax ppo/losses.py)."""
+    return (adv - adv.mean()) / (adv.std() + 1e-8)
+
+
+def clipped_surrogate(ratio: jax.Array, adv: jax.Array, clip: float) -> tuple[jax.Array, jax.Array]:
+    """PPO's loss ``-mean(min(rho A, clip(rho, 1 - eps, 1 + eps) A))`` (``ratio`` broadcast
+    against ``adv``) and the fraction of ratios outside the clip range."""
+    loss = -jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - clip, 1 + clip) * adv).mean()
+    return loss, (jnp.abs(ratio - 1) > clip).mean()
+
+
+def value_loss(critic: nn.Module, params: Any, obs: jax.Array, target: jax.Array,
+               coef: float) -> jax.Array:
+    """``coef * 0.5 * mean((V(s) - target)^2)``."""
+    return coef * 0.5 * ((critic.apply({"params": params}, obs) - target) ** 2).mean()
+
+
+def pg_step(state: PGState, loss_fn: Any, batch: Any, key: jax.Array,
+            tx_actor: optax.GradientTransformation, tx_critic: optax.GradientTransformation,
+            max_grad_norm: float) -> tuple[PGState, dict]:
+    """One step on ``loss_fn((actor, critic), batch, key) -> (loss, metrics)``: the joint gradient
+    clipped to global norm ``max_grad_norm`` (0: no clipping), then each network's Adam."""
+    (loss, metrics), (ga, gc) = jax.value_and_grad(loss_fn, has_aux=True)(
+        (state.actor, state.critic), batch, key)
+    norm = optax.tree.norm((ga, gc))
+    if max_grad_norm > 0:
+        scale = jnp.minimum(1.0, max_grad_norm / (norm + 1e-6))
+        ga, gc = jax.tree.map(lambda g: g * scale, (ga, gc))
+    ua, actor_opt = tx_actor.update(ga, state.actor_opt, state.actor)
+    uc, critic_opt = tx_critic.update(gc, state.critic_opt, state.critic)
+    new = PGState(optax.apply_updates(state.actor, ua), optax.apply_updates(state.critic, uc),
+                  actor_opt, critic_opt)
+    return new, {**metrics, "loss": loss, "grad_norm": norm}

@@ -8,13 +8,13 @@ from functools import partial
 from fluxrl.envs.base import EnvSpec, HostEnv, Transition, VecEnv
 from fluxrl.errors import FluxError, close_matches
 
-SUITES = ("gym", "dmc", "jax")
+SUITES = ("gym", "dmc", "jax", "playground")
 #: Suites whose environments are JAX functions (stepped on the device inside a jitted program);
 #: the others are host simulators.
-JAX_SUITES = ("jax",)
+JAX_SUITES = ("jax", "playground")
 
 #: Frame skip per suite (protocol.md section 2, paper Table 3): Gym 1, DMC 2; JAX envs 1.
-DEFAULT_ACTION_REPEAT = {"gym": 1, "dmc": 2, "jax": 1}
+DEFAULT_ACTION_REPEAT = {"gym": 1, "dmc": 2, "jax": 1, "playground": 1}
 
 __all__ = ["EnvSpec", "HostEnv", "Transition", "VecEnv", "check_env_name", "make_env",
            "make_jax_env", "make_vec_env", "DEFAULT_ACTION_REPEAT", "JAX_SUITES"]
@@ -25,6 +25,10 @@ def _available(suite: str) -> list[str]:
         from fluxrl.envs.jax_tasks import TASKS
 
         return list(TASKS)
+    if suite == "playground":
+        from fluxrl.envs import playground
+
+        return playground.available()
     if suite == "gym":
         from fluxrl.envs import gym
 
@@ -44,6 +48,12 @@ def check_env_name(name: str) -> tuple[str, str]:
     if suite not in SUITES:
         raise FluxError(f"unknown env suite {suite!r} in env={name}; {close_matches(suite, SUITES)}")
     options = _available(suite)
+    if task not in options and suite == "playground":
+        from fluxrl.envs.playground import unavailable_reason
+
+        reason = unavailable_reason(task)
+        if reason:
+            raise FluxError(reason)
     if task not in options:
         raise FluxError(f"unknown env {name!r}; {close_matches(task, options, prefix=suite + '/')}")
     return suite, task
@@ -72,8 +82,9 @@ def make_vec_env(name: str, seeds: list[int], envs_per_seed: int = 1,
     return VecEnv(partial(make_env, name, action_repeat), seeds, envs_per_seed)
 
 
-def make_jax_env(name: str):
-    """Build one JAX environment (:class:`fluxrl.envs.jax_env.JaxEnv`) from its full name."""
+def make_jax_env(name: str, physics: str = "jax"):
+    """Build one JAX environment (:class:`fluxrl.envs.jax_env.JaxEnv`) from its full name;
+    ``physics`` picks MuJoCo Playground's implementation (``jax`` or ``warp``)."""
     from fluxrl.envs.jax_env import JaxEnv
 
     suite, task = check_env_name(name)
@@ -81,6 +92,10 @@ def make_jax_env(name: str):
         raise FluxError(f"env={name} is a host simulator; the on-policy program steps JAX "
                         f"environments on the device: choose one of "
                         f"{', '.join(f'{s}/{t}' for s in JAX_SUITES for t in _available(s))}")
+    if suite == "playground":
+        from fluxrl.envs.playground import make_task
+
+        return JaxEnv(make_task(task, physics), name)
     from fluxrl.envs.jax_tasks import TASKS
 
     return JaxEnv(TASKS[task](), name)

@@ -199,7 +199,7 @@ class OnPolicyProgram:
         tc = cfg.on_policy
         self.seeds = seeds
         self.eval_episodes = cfg.eval_episodes
-        self.env = make_jax_env(cfg.env)
+        self.env = make_jax_env(cfg.env, tc.physics)
         agent = make_agent(cfg.algo, Shapes(self.env.obs_dim, self.env.act_dim))
         self.programs = OnPolicyPrograms(agent, self.env, tc)
         self.frames_per_chunk = self.programs.steps_per_iteration * tc.iterations_per_chunk

@@ -30,10 +30,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from flax import struct
 
 from fluxrl.agents.base import AlgoInfo, OnPolicyAgent, Rollout, Shapes
-from fluxrl.agents.common import tanh_log_det
+from fluxrl.agents.common import (
+    PGState,
+    ValueHead,
+    clipped_surrogate,
+    pg_step,
+    standardise,
+    tanh_log_det,
+    value_loss,
+)
 from fluxrl.agents.config import PolicyGradientConfig
 from fluxrl.errors import FluxError
 from fluxrl.nets.backbones import backbone_from
@@ -68,28 +75,10 @@ class GaussianHead(nn.Module):
         return loc, jax.nn.softplus(raw) + MIN_STD
 
 
-class ValueHead(nn.Module):
-    """The state value."""
-
-    backbone: nn.Module
-
-    @nn.compact
-    def __call__(self, obs: jax.Array) -> jax.Array:
-        return nn.Dense(1)(self.backbone(obs))[..., 0]
-
-
 def log_prob(loc: jax.Array, scale: jax.Array, u: jax.Array) -> jax.Array:
     """Log-density of the action ``tanh(u)`` for a pre-tanh sample ``u``."""
     z = (u - loc) / scale
     return (-0.5 * z**2 - jnp.log(scale) - 0.5 * jnp.log(2 * jnp.pi) - tanh_log_det(u)).sum(-1)
-
-
-@struct.dataclass
-class PPOState:
-    actor: dict
-    critic: dict
-    actor_opt: optax.OptState
-    critic_opt: optax.OptState
 
 
 def make_ppo(cfg: PPOConfig, shapes: Shapes) -> OnPolicyAgent:
@@ -99,54 +88,39 @@ def make_ppo(cfg: PPOConfig, shapes: Shapes) -> OnPolicyAgent:
     critic = ValueHead(backbone_from(cfg.critic))
     tx_actor, tx_critic = optax.adam(cfg.lr_actor), optax.adam(cfg.lr_critic)
 
-    def init(key: jax.Array) -> PPOState:
+    def init(key: jax.Array) -> PGState:
         ka, kc = jax.random.split(key)
         obs = jnp.zeros((1, shapes.obs_dim))
         pa, pc = actor.init(ka, obs)["params"], critic.init(kc, obs)["params"]
-        return PPOState(pa, pc, tx_actor.init(pa), tx_critic.init(pc))
+        return PGState(pa, pc, tx_actor.init(pa), tx_critic.init(pc))
 
-    def act(state: PPOState, obs: jax.Array, key: jax.Array, deterministic: bool):
+    def act(state: PGState, obs: jax.Array, key: jax.Array, deterministic: bool):
         loc, scale = actor.apply({"params": state.actor}, obs)
         if deterministic:
             return jnp.tanh(loc), {}
         u = loc + scale * normal(key, loc.shape)
         return jnp.tanh(u), {"raw_action": u, "log_prob": log_prob(loc, scale, u)}
 
-    def value(state: PPOState, obs: jax.Array) -> jax.Array:
+    def value(state: PGState, obs: jax.Array) -> jax.Array:
         return critic.apply({"params": state.critic}, obs)
 
     def loss_fn(params: tuple, batch: Rollout, key: jax.Array):
         pa, pc = params
         loc, scale = actor.apply({"params": pa}, batch.obs)
-        u = batch.extras["raw_action"]
-        ratio = jnp.exp(log_prob(loc, scale, u) - batch.extras["log_prob"])
-        adv = batch.advantage
-        if cfg.normalize_advantage:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        policy_loss = -jnp.minimum(ratio * adv,
-                                   jnp.clip(ratio, 1 - cfg.clip, 1 + cfg.clip) * adv).mean()
-        v_error = critic.apply({"params": pc}, batch.obs) - batch.target
-        value_loss = cfg.value_coef * 0.5 * (v_error**2).mean()
+        ratio = jnp.exp(log_prob(loc, scale, batch.extras["raw_action"]) - batch.extras["log_prob"])
+        adv = standardise(batch.advantage) if cfg.normalize_advantage else batch.advantage
+        policy_loss, clipped = clipped_surrogate(ratio, adv, cfg.clip)
+        v_loss = value_loss(critic, pc, batch.obs, batch.target, cfg.value_coef)
         sample = loc + scale * normal(key, loc.shape)
-        entropy = (0.5 + 0.5 * jnp.log(2 * jnp.pi) + jnp.log(scale) + tanh_log_det(sample)).sum(-1).mean()
-        total = policy_loss + value_loss - cfg.entropy_cost * entropy
-        clipped = (jnp.abs(ratio - 1) > cfg.clip).mean()
-        return total, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy,
+        entropy = (0.5 + 0.5 * jnp.log(2 * jnp.pi) + jnp.log(scale)
+                   + tanh_log_det(sample)).sum(-1).mean()
+        total = policy_loss + v_loss - cfg.entropy_cost * entropy
+        return total, {"policy_loss": policy_loss, "value_loss": v_loss, "entropy": entropy,
                        "clip_fraction": clipped, "approx_kl": ((ratio - 1) - jnp.log(ratio)).mean()}
 
-    def update(state: PPOState, batch: Rollout, key: jax.Array, update_index: jax.Array):
+    def update(state: PGState, batch: Rollout, key: jax.Array, update_index: jax.Array):
         del update_index  # no schedule
-        (loss, metrics), (ga, gc) = jax.value_and_grad(loss_fn, has_aux=True)(
-            (state.actor, state.critic), batch, key)
-        norm = optax.tree.norm((ga, gc))
-        if cfg.max_grad_norm > 0:
-            scale = jnp.minimum(1.0, cfg.max_grad_norm / (norm + 1e-6))
-            ga, gc = jax.tree.map(lambda g: g * scale, (ga, gc))
-        ua, actor_opt = tx_actor.update(ga, state.actor_opt, state.actor)
-        uc, critic_opt = tx_critic.update(gc, state.critic_opt, state.critic)
-        new = PPOState(optax.apply_updates(state.actor, ua), optax.apply_updates(state.critic, uc),
-                       actor_opt, critic_opt)
-        return new, {**metrics, "loss": loss, "grad_norm": norm}
+        return pg_step(state, loss_fn, batch, key, tx_actor, tx_critic, cfg.max_grad_norm)
 
     return OnPolicyAgent(init=init, act=act, value=value, update=update)
 
