@@ -227,7 +227,11 @@ def test_negative_seed_is_rejected():
 from fluxrl.task_defaults import TASK_DEFAULTS, TaskDefault  # noqa: E402
 
 #: A task of each suite that no task row names, for the suite rows.
-SUITE_TASK = {"gym": "gym/Walker2d-v5", "dmc": "dmc/cheetah-run"}
+SUITE_TASK = {"gym": "gym/Walker2d-v5", "dmc": "dmc/cheetah-run",
+              "playground": "playground/CheetahRun"}
+#: a task of another suite of the same kind (host or JAX), and another algorithm of the setting
+ELSEWHERE = {"gym": "dmc/cheetah-run", "dmc": "gym/Walker2d-v5", "playground": "jax/Pendulum"}
+OTHER_ALGO = {"off_policy": "sac", "on_policy": "fpo"}
 
 
 def _env_of(row: TaskDefault) -> str:
@@ -241,13 +245,17 @@ def _get(cfg, key: str):
     return obj
 
 
-def _other(value):
+def _other(key: str, value):
     """A valid value different from ``value`` for the same key."""
+    if isinstance(value, bool):
+        return not value
     if isinstance(value, str):
         return "elu" if value != "elu" else "relu"
-    if isinstance(value, int):
-        return value + 2
-    return round(value * 3, 6)
+    if isinstance(value, int):  # doubling keeps every divisibility rule (minibatches of a rollout)
+        return value * 2
+    if key.endswith(("discount", "gae_lambda", "clip")):  # must stay in (0, 1]
+        return round(value / 2, 6)
+    return round(value * 3, 6) if value else 0.5
 
 
 @pytest.mark.parametrize("row", TASK_DEFAULTS, ids=lambda r: f"{r.algo}-{r.where}")
@@ -267,7 +275,7 @@ def test_each_task_default_resolves_as_stated_and_lands_in_config_yaml(row):
 @pytest.mark.parametrize("row", TASK_DEFAULTS, ids=lambda r: f"{r.algo}-{r.where}")
 def test_an_explicit_user_value_wins_over_each_task_default(row):
     for key, value in row.values.items():
-        mine = _other(value)
+        mine = _other(key, value)
         cfg = resolve(compose([f"algo={row.algo}", f"env={_env_of(row)}", f"{key}={mine}"]))
         assert _get(cfg, key) == mine, key
         for other, v in row.values.items():  # the row's other keys still apply
@@ -280,13 +288,15 @@ def test_task_defaults_leave_other_tasks_and_algorithms_alone(row, monkeypatch):
     """Off the row's task every key of the row has the value it has with an empty table; another
     algorithm on the row's task is what it is with an empty table too."""
     import fluxrl.task_defaults as td
+    from fluxrl.agents.registry import get_algo
 
-    elsewhere = "dmc/cheetah-run" if row.where.startswith("gym") else "gym/Walker2d-v5"
+    elsewhere = ELSEWHERE[row.where.split("/")[0]]
+    other = OTHER_ALGO[get_algo(row.algo).setting]
     cfg = resolve(compose([f"algo={row.algo}", f"env={elsewhere}"]))
-    sac = resolve(compose(["algo=sac", f"env={_env_of(row)}"]))
+    sac = resolve(compose([f"algo={other}", f"env={_env_of(row)}"]))
     monkeypatch.setattr(td, "TASK_DEFAULTS", ())
     bare = resolve(compose([f"algo={row.algo}", f"env={elsewhere}"]))
-    bare_sac = resolve(compose(["algo=sac", f"env={_env_of(row)}"]))
+    bare_sac = resolve(compose([f"algo={other}", f"env={_env_of(row)}"]))
     for key in row.values:
         assert _get(cfg, key) == _get(bare, key), key
     assert sac == bare_sac
