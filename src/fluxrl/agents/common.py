@@ -237,3 +237,15 @@ def pg_step(state: PGState, loss_fn: Any, batch: Any, key: jax.Array,
     new = PGState(optax.apply_updates(state.actor, ua), optax.apply_updates(state.critic, uc),
                   actor_opt, critic_opt)
     return new, {**metrics, "loss": loss, "grad_norm": norm}
+
+
+def pg_update(loss_fn: Any, tx_actor: optax.GradientTransformation,
+              tx_critic: optax.GradientTransformation, max_grad_norm: float) -> Any:
+    """The on-policy contract's ``update(state, minibatch, key, update_index)`` for an agent
+    without schedules: one :func:`pg_step` on ``loss_fn``."""
+
+    def update(state: PGState, batch: Any, key: jax.Array, update_index: jax.Array):
+        del update_index  # no schedule
+        return pg_step(state, loss_fn, batch, key, tx_actor, tx_critic, max_grad_norm)
+
+    return update

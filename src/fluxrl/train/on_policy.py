@@ -30,6 +30,7 @@ from flax import struct
 from fluxrl.agents.base import OnPolicyAgent, Rollout, Shapes
 from fluxrl.agents.registry import make_agent
 from fluxrl.envs.jax_env import EnvState, JaxEnv
+from fluxrl.errors import FluxError
 from fluxrl.train.normalize import RunningStats, normalize, stats_init, stats_update
 
 EVAL_KEY = 2_718_281  #: seed of evaluation keys (shared by all seeds, folded with the iteration)
@@ -249,7 +250,8 @@ class OnPolicyProgram:
                  frames: list | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One batched, jitted evaluation round: returns and lengths ``[seeds, episodes]``."""
         if envs is not None or frames is not None:
-            raise NotImplementedError("rendering JAX environments")
+            raise FluxError("JAX environments are evaluated on the device only: host envs and "
+                            "rendered frames (videos) are not available for them in this version")
         ret, length = self.programs.evaluate(state, self.eval_episodes)
         return np.asarray(ret, np.float64), np.asarray(length, np.float64)
 

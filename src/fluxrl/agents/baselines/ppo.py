@@ -36,7 +36,7 @@ from fluxrl.agents.common import (
     PGState,
     ValueHead,
     clipped_surrogate,
-    pg_step,
+    pg_update,
     standardise,
     tanh_log_det,
     value_loss,
@@ -118,11 +118,8 @@ def make_ppo(cfg: PPOConfig, shapes: Shapes) -> OnPolicyAgent:
         return total, {"policy_loss": policy_loss, "value_loss": v_loss, "entropy": entropy,
                        "clip_fraction": clipped, "approx_kl": ((ratio - 1) - jnp.log(ratio)).mean()}
 
-    def update(state: PGState, batch: Rollout, key: jax.Array, update_index: jax.Array):
-        del update_index  # no schedule
-        return pg_step(state, loss_fn, batch, key, tx_actor, tx_critic, cfg.max_grad_norm)
-
-    return OnPolicyAgent(init=init, act=act, value=value, update=update)
+    return OnPolicyAgent(init=init, act=act, value=value,
+                         update=pg_update(loss_fn, tx_actor, tx_critic, cfg.max_grad_norm))
 
 
 ALGO = AlgoInfo(

@@ -38,7 +38,7 @@ from fluxrl.agents.common import (
     PGState,
     ValueHead,
     clipped_surrogate,
-    pg_step,
+    pg_update,
     standardise,
     value_loss,
 )
@@ -142,11 +142,8 @@ def make_fpo(cfg: FPOConfig, shapes: Shapes) -> OnPolicyAgent:
                                       "clip_fraction": clipped, "ratio_mean": ratio.mean(),
                                       "cfm_loss": new.mean()}
 
-    def update(state: PGState, batch: Rollout, key: jax.Array, update_index: jax.Array):
-        del update_index  # no schedule
-        return pg_step(state, loss_fn, batch, key, tx_actor, tx_critic, cfg.max_grad_norm)
-
-    return OnPolicyAgent(init=init, act=act, value=value, update=update)
+    return OnPolicyAgent(init=init, act=act, value=value,
+                         update=pg_update(loss_fn, tx_actor, tx_critic, cfg.max_grad_norm))
 
 
 ALGO = AlgoInfo(
