@@ -264,8 +264,8 @@ def test_seed_in_a_group_follows_the_seed_alone(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, words", [
-    (["algo=ppo", "env=gym/Pendulum-v1"], "choose a jax/... env"),
-    (["algo=sac", "env=jax/Pendulum"], "is a JAX environment"),
+    (["algo=ppo", "env=gym/Pendulum-v1"], "is a single host simulator"),
+    (["algo=sac", "env=jax/Pendulum"], "is a batched environment"),
     (["algo=ppo", "env=jax/Pendulm"], "jax/Pendulum"),
     (["algo=ppo", "env=jax/Pendulum", "on_policy.num_minibatches=7"], "does not divide"),
     (["algo=ppo", "env=jax/Pendulum", "on_policy.num_envs=0"], "on_policy.num_envs"),

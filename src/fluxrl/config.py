@@ -162,6 +162,8 @@ SUITE_DEFAULTS: dict[str, dict[str, Any]] = {
     "jax": {"action_repeat": 1, "off_policy": {}, "net": {"width": 256, "depth": 3, "act": "elu"}},
     "playground": {"action_repeat": 1, "off_policy": {},
                    "net": {"width": 256, "depth": 3, "act": "elu"}},
+    "isaaclab": {"action_repeat": 1, "off_policy": {},
+                 "net": {"width": 256, "depth": 3, "act": "elu"}},
 }
 
 
@@ -332,15 +334,16 @@ def resolve(cfg: Config) -> Config:
 
     info = get_algo(cfg.algo.name)
     suite, _ = check_env_name(cfg.env)
-    from fluxrl.envs import JAX_SUITES
+    from fluxrl.envs import JAX_SUITES, TORCH_SUITES
 
-    if (info.setting == "on_policy") != (suite in JAX_SUITES):
+    if (info.setting == "on_policy") != (suite in JAX_SUITES + TORCH_SUITES):
         if info.setting == "on_policy":
-            raise FluxError(f"algo={info.name} trains on-policy on JAX environments stepped on the "
-                            f"device; env={cfg.env} is a host simulator: choose a jax/... env")
+            raise FluxError(f"algo={info.name} trains on-policy on batched environments (jax/..., "
+                            f"playground/..., isaaclab/...); env={cfg.env} is a single host "
+                            "simulator: choose one of those suites")
         raise FluxError(f"algo={info.name} trains {info.setting} on host simulators; env={cfg.env} "
-                        "is a JAX environment: choose a gym/... or dmc/... env, or an on-policy "
-                        "algorithm (ppo)")
+                        "is a batched environment: choose a gym/... or dmc/... env, or an "
+                        "on-policy algorithm (ppo)")
     sd = SUITE_DEFAULTS[suite]
     cfg = dataclasses.replace(cfg)
     if cfg.action_repeat is None:

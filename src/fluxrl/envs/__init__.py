@@ -1,5 +1,7 @@
 """Environments: host ones (``gym/<Gymnasium id>``, ``dmc/<domain>-<task>``) behind
-:class:`HostEnv`, and JAX ones (``jax/<Name>``) behind :class:`fluxrl.envs.jax_env.JaxEnv`."""
+:class:`HostEnv`, JAX ones (``jax/<Name>``, ``playground/<Name>``) behind
+:class:`fluxrl.envs.jax_env.JaxEnv`, and batched torch ones (``isaaclab/<Task>``) behind
+:class:`fluxrl.envs.isaaclab.TorchVecEnv`."""
 
 from __future__ import annotations
 
@@ -8,16 +10,19 @@ from functools import partial
 from fluxrl.envs.base import EnvSpec, HostEnv, Transition, VecEnv
 from fluxrl.errors import FluxError, close_matches
 
-SUITES = ("gym", "dmc", "jax", "playground")
+SUITES = ("gym", "dmc", "jax", "playground", "isaaclab")
 #: Suites whose environments are JAX functions (stepped on the device inside a jitted program);
 #: the others are host simulators.
 JAX_SUITES = ("jax", "playground")
+#: Suites of batched torch simulators stepped from the host by the on-policy program's
+#: host-stepped form (:mod:`fluxrl.train.on_policy_host`).
+TORCH_SUITES = ("isaaclab",)
 
 #: Frame skip per suite (protocol.md section 2, paper Table 3): Gym 1, DMC 2; JAX envs 1.
-DEFAULT_ACTION_REPEAT = {"gym": 1, "dmc": 2, "jax": 1, "playground": 1}
+DEFAULT_ACTION_REPEAT = {"gym": 1, "dmc": 2, "jax": 1, "playground": 1, "isaaclab": 1}
 
 __all__ = ["EnvSpec", "HostEnv", "Transition", "VecEnv", "check_env_name", "make_env",
-           "make_jax_env", "make_vec_env", "DEFAULT_ACTION_REPEAT", "JAX_SUITES"]
+           "make_jax_env", "make_vec_env", "DEFAULT_ACTION_REPEAT", "JAX_SUITES", "TORCH_SUITES"]
 
 
 def _available(suite: str) -> list[str]:
@@ -29,6 +34,10 @@ def _available(suite: str) -> list[str]:
         from fluxrl.envs import playground
 
         return playground.available()
+    if suite == "isaaclab":
+        from fluxrl.envs import isaaclab
+
+        return isaaclab.available()
     if suite == "gym":
         from fluxrl.envs import gym
 
@@ -48,9 +57,11 @@ def check_env_name(name: str) -> tuple[str, str]:
     if suite not in SUITES:
         raise FluxError(f"unknown env suite {suite!r} in env={name}; {close_matches(suite, SUITES)}")
     options = _available(suite)
-    if task not in options and suite == "playground":
-        from fluxrl.envs.playground import unavailable_reason
-
+    if task not in options and suite in ("playground", "isaaclab"):
+        if suite == "playground":
+            from fluxrl.envs.playground import unavailable_reason
+        else:
+            from fluxrl.envs.isaaclab import unavailable_reason
         reason = unavailable_reason(task)
         if reason:
             raise FluxError(reason)
@@ -62,9 +73,10 @@ def check_env_name(name: str) -> tuple[str, str]:
 def make_env(name: str, action_repeat: int | None = None, render: bool = False) -> HostEnv:
     """Build one host environment from its full name."""
     suite, task = check_env_name(name)
-    if suite in JAX_SUITES:
-        raise FluxError(f"env={name} is a JAX environment, trained by the on-policy algorithms "
-                        "(fluxrl algos); off-policy algorithms need a host env (gym/..., dmc/...)")
+    if suite in JAX_SUITES + TORCH_SUITES:
+        raise FluxError(f"env={name} is a batched environment, trained by the on-policy "
+                        "algorithms (fluxrl algos); off-policy algorithms need a host env "
+                        "(gym/..., dmc/...)")
     repeat = action_repeat or DEFAULT_ACTION_REPEAT[suite]
     if suite == "gym":
         from fluxrl.envs.gym import GymEnv

@@ -29,7 +29,7 @@ from flax import struct
 
 from fluxrl.agents.base import OnPolicyAgent, Rollout, Shapes
 from fluxrl.agents.registry import make_agent
-from fluxrl.envs.jax_env import EnvState, JaxEnv
+from fluxrl.envs.jax_env import EnvState, JaxEnv, StepOut
 from fluxrl.errors import FluxError
 from fluxrl.train.normalize import RunningStats, normalize, stats_init, stats_update
 
@@ -49,6 +49,12 @@ class OnPolicyState:
     mcount: jax.Array  #: updates summed in ``msum``
     ep_return: jax.Array  #: sum of the returns of training episodes finished since the last log
     ep_count: jax.Array  #: number of those episodes
+
+
+def iteration_keys(state: OnPolicyState) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The rollout, shuffle and update keys of the state's next iteration."""
+    k_roll, k_shuffle, k_update = jax.random.split(jax.random.fold_in(state.key, state.iteration), 3)
+    return k_roll, k_shuffle, k_update
 
 
 def gae(reward: jax.Array, value: jax.Array, next_value: jax.Array, terminated: jax.Array,
@@ -83,8 +89,12 @@ class OnPolicyPrograms:
 
     def _init(self, key: jax.Array) -> OnPolicyState:
         k_agent, k_env, k_run = jax.random.split(key, 3)
-        agent = self.agent.init(k_agent)
         env = jax.vmap(self.env.reset)(jax.random.split(k_env, self.tc.num_envs))
+        return self.initial_state(k_agent, k_run, env)
+
+    def initial_state(self, k_agent: jax.Array, k_run: jax.Array, env: Any) -> OnPolicyState:
+        """A fresh state of one seed around the environments' state ``env``."""
+        agent = self.agent.init(k_agent)
         stats = stats_init(self.env.obs_dim)
         mb = self.steps_per_iteration // self.tc.num_minibatches
         fake = jax.eval_shape(lambda a: self._fake_minibatch(a, mb), agent)
@@ -100,7 +110,8 @@ class OnPolicyPrograms:
         zeros = jnp.zeros((b,))
         return Rollout(obs, action, zeros, zeros, zeros, extras, zeros, zeros)
 
-    def _norm(self, stats: RunningStats, obs: jax.Array) -> jax.Array:
+    def norm(self, stats: RunningStats, obs: jax.Array) -> jax.Array:
+        """Observations normalised by ``stats`` (unchanged when normalisation is off)."""
         return normalize(stats, obs) if self.tc.normalize_observations else obs
 
     def _rollout(self, state: OnPolicyState, key: jax.Array):
@@ -109,7 +120,7 @@ class OnPolicyPrograms:
         tc = self.tc
 
         def step(env: EnvState, k: jax.Array):
-            action, extras = self.agent.act(state.agent, self._norm(state.stats, env.obs), k, False)
+            action, extras = self.agent.act(state.agent, self.norm(state.stats, env.obs), k, False)
             env_next, out = jax.vmap(self.env.step)(env, action)
             return env_next, (env.obs, action, extras, out)
 
@@ -124,13 +135,20 @@ class OnPolicyPrograms:
         return env, jax.tree.map(time_major, data)
 
     def _iteration(self, state: OnPolicyState, _: Any) -> tuple[OnPolicyState, None]:
-        tc, agent = self.tc, self.agent
-        k_roll, k_shuffle, k_update = jax.random.split(
-            jax.random.fold_in(state.key, state.iteration), 3)
+        k_roll, _, _ = iteration_keys(state)
         env, (raw_obs, action, extras, out) = self._rollout(state, k_roll)
-        obs = self._norm(state.stats, raw_obs)
+        return self.learn(state, env, raw_obs, action, extras, out), None
+
+    def learn(self, state: OnPolicyState, env: Any, raw_obs: jax.Array, action: jax.Array,
+              extras: dict, out: StepOut) -> OnPolicyState:
+        """Steps 2-4 of an iteration on one seed's rollout ``[T, N, ...]`` (raw observations):
+        values, GAE, statistics, epochs x minibatches; ``env`` becomes the state's env. The
+        host-stepped program (:mod:`fluxrl.train.on_policy_host`) calls it too."""
+        tc, agent = self.tc, self.agent
+        _, k_shuffle, k_update = iteration_keys(state)
+        obs = self.norm(state.stats, raw_obs)
         value = agent.value(state.agent, obs)
-        next_value = agent.value(state.agent, self._norm(state.stats, out.next_obs))
+        next_value = agent.value(state.agent, self.norm(state.stats, out.next_obs))
         adv, target = gae(out.reward * tc.reward_scaling, value, next_value, out.terminated,
                           out.truncated, tc.discount, tc.gae_lambda)
         stats = stats_update(state.stats, raw_obs) if tc.normalize_observations else state.stats
@@ -163,7 +181,7 @@ class OnPolicyPrograms:
                               mcount=state.mcount + per_iter,
                               ep_return=state.ep_return + out.done_return.sum(),
                               ep_count=state.ep_count + done.sum().astype(jnp.int32))
-        return state, None
+        return state
 
     def _chunk(self, state: OnPolicyState) -> OnPolicyState:
         state, _ = jax.lax.scan(self._iteration, state, None, length=self.tc.iterations_per_chunk)
@@ -176,7 +194,7 @@ class OnPolicyPrograms:
 
         def step(carry: tuple, k: jax.Array):
             env, ret, length, alive = carry
-            action, _ = self.agent.act(state.agent, self._norm(state.stats, env.obs), k, True)
+            action, _ = self.agent.act(state.agent, self.norm(state.stats, env.obs), k, True)
             env, out = jax.vmap(self.env.step)(env, action)
             ret = ret + alive * out.reward
             length = length + alive

@@ -37,6 +37,19 @@ def programs() -> dict[str, type]:
     return {"off_policy": OffPolicyProgram, "on_policy": OnPolicyProgram}
 
 
+def program_class(cfg: Config) -> type:
+    """The program that trains ``cfg``: its setting's, in the host-stepped form for on-policy
+    runs on torch simulators (``isaaclab/...``)."""
+    from fluxrl.envs import TORCH_SUITES
+
+    setting = get_algo(cfg.algo.name).setting
+    if setting == "on_policy" and cfg.env.split("/", 1)[0] in TORCH_SUITES:
+        from fluxrl.train.on_policy_host import HostOnPolicyProgram
+
+        return HostOnPolicyProgram
+    return programs()[setting]
+
+
 def load_run_config(run_dir: Path) -> Config:
     """The resolved config saved in a run directory, or a FluxError if none is there."""
     f = Path(run_dir) / "config.yaml"
@@ -117,10 +130,9 @@ def _replace(cfg: Any, key: str, value: Any) -> Any:
 def train(cfg: Config, overrides: list[str] | None = None) -> RunResult:
     """Train ``cfg.seeds`` agents together with the program of the algorithm's setting."""
     cfg, run_dir, resume, changes = prepare(cfg, overrides)
-    setting = get_algo(cfg.algo.name).setting
     seeds = [cfg.seed + k for k in range(cfg.seeds)]
     lr_keys = [f"algo.{f.name}" for f in dataclasses.fields(cfg.algo) if f.name.startswith("lr_")]
-    return run(lambda: programs()[setting](cfg, seeds), run_dir=run_dir, seeds=seeds,
+    return run(lambda: program_class(cfg)(cfg, seeds), run_dir=run_dir, seeds=seeds,
                config=to_dict(cfg), frames=cfg.frames, resume=resume, changes=changes,
                cadence={"eval_every": cfg.eval_every, "log_every": cfg.log_every,
                         "checkpoint_every": cfg.checkpoint_every},
@@ -151,7 +163,7 @@ def evaluate_run(run_dir: Path, episodes: int = 10, video: bool = False) -> dict
         raise FluxError(f"{run_dir} holds no checkpoint yet; train longer or wait for the first "
                         "checkpoint")
     seeds = [cfg.seed + k for k in range(cfg.seeds)]
-    program = programs()[get_algo(cfg.algo.name).setting](
+    program = program_class(cfg)(
         dataclasses.replace(cfg, eval_episodes=episodes if on_device else 1), seeds)
     envs: list = []
     try:
