@@ -280,3 +280,38 @@ def test_on_policy_config_errors_are_one_line(overrides, words):
     with pytest.raises(FluxError) as info:
         resolve(compose(overrides))
     assert words in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+# --- videos of JAX environments -------------------------------------------------------------------
+
+
+def test_eval_video_of_a_jax_env_run(tmp_path):
+    """`fluxrl eval --video` on a JAX-env run: one mp4 per seed, one frame per step of the
+    first deterministic evaluation episode, the same episode as the evaluation's first."""
+    import imageio.v3 as iio
+
+    from fluxrl.train.run import evaluate_run, train
+
+    ov = ["algo=ppo", "env=jax/PointReach", "seeds=2", "frames=2048", "eval_every=2048",
+          "log_every=2048", "progress=false", "tensorboard=false", "plot=false",
+          "checkpoint_every=2048", "on_policy.num_envs=32", "on_policy.unroll_length=16",
+          "algo.actor.width=32", "algo.critic.width=32", f"run_dir={tmp_path / 'run'}"]
+    train(compose(ov), ov)
+    out = evaluate_run(tmp_path / "run", episodes=3, video=True)
+    assert len(out["videos"]) == 2
+    for i, path in enumerate(out["videos"]):
+        frames = iio.imread(path)
+        assert frames.shape[0] == int(out["lengths"][i, 0]) and frames.shape[-1] == 3
+        assert frames.std() > 1.0
+
+
+def test_pendulum_frames_are_gymnasiums_renderer_at_the_same_state():
+    env = gymnasium.make("Pendulum-v1", render_mode="rgb_array").unwrapped
+    env.reset(seed=0)
+    env.state, env.last_u = np.array([0.7, -0.2]), None
+    want = env.render()
+    task = make_jax_env("jax/Pendulum").task
+    got = task.render(np.array([[0.7, -0.2], [2.0, 0.0]]), width=want.shape[1],
+                      height=want.shape[0])
+    np.testing.assert_array_equal(got[0], want)
+    assert not np.array_equal(got[0], got[1])

@@ -76,3 +76,18 @@ def test_ppo_takes_playgrounds_brax_preset_on_playground():
     # the user's value wins
     assert resolve(compose(["algo=ppo", "env=playground/CheetahRun",
                             "on_policy.num_envs=64"])).on_policy.num_envs == 64
+
+
+def test_frames_of_a_trajectory_follow_the_physics(cartpole):
+    """Playground's renderer draws the stacked sim states: distinct states, distinct frames."""
+    state = jax.jit(cartpole.reset)(jax.random.PRNGKey(0))
+    step = jax.jit(cartpole.step)
+    sims = [state.sim]
+    for _ in range(3):
+        state, _ = step(state, jnp.array([1.0]))
+        sims.append(state.sim)
+    stacked = jax.device_get(jax.tree.map(lambda *x: jnp.stack(x), *sims))
+    frames = cartpole.task.render(stacked, width=64, height=48)
+    assert len(frames) == 4 and frames[0].shape == (48, 64, 3) and frames[0].dtype == np.uint8
+    assert frames[0].std() > 1.0 and not np.array_equal(frames[0], frames[3])
+    assert cartpole.fps == 100  # CartpoleBalance's control step is 0.01 s

@@ -36,6 +36,10 @@ class JaxTask(Protocol):
     def step(self, sim: Any, action: jax.Array) -> tuple[Any, jax.Array, jax.Array, jax.Array]:
         """``(sim state, observation, reward, terminated)`` after ``action``."""
 
+    def render(self, sims: Any, width: int, height: int) -> list:
+        """uint8 RGB frames ``[H, W, 3]`` of sim states stacked over time (on the host), for
+        videos; optional."""
+
 
 @struct.dataclass
 class EnvState:
@@ -81,6 +85,11 @@ class JaxEnv:
     def episode_length(self) -> int:
         """Time limit in steps."""
         return self.task.episode_length
+
+    @property
+    def fps(self) -> int:
+        """Frames per second of real time in a video (the task's ``fps``, else 50)."""
+        return int(getattr(self.task, "fps", 50))
 
     def reset(self, key: jax.Array) -> EnvState:
         """A fresh environment whose resets follow from ``key``."""

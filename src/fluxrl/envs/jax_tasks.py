@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Pendulum:
     max_speed: float = 8.0
     max_torque: float = 2.0
     dt: float = 0.05
+    fps: int = 20  #: 1 / dt, for videos
 
     def reset(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Angle in [-pi, pi], angular velocity in [-1, 1] (Gymnasium's default bounds)."""
@@ -49,6 +51,20 @@ class Pendulum:
         new = jnp.stack([th + thdot * self.dt, thdot])
         return new, self.observe(new), -cost, jnp.bool_(False)
 
+    def render(self, sims: np.ndarray, width: int = 320, height: int = 240) -> list[np.ndarray]:
+        """Frames of states ``[T, 2]`` drawn by Gymnasium's own Pendulum-v1 renderer."""
+        import gymnasium
+
+        env = gymnasium.make("Pendulum-v1", render_mode="rgb_array").unwrapped
+        env.screen_dim = min(width, height)
+        env.reset(seed=0)
+        frames = []
+        for th, thdot in np.asarray(sims, np.float64):
+            env.state, env.last_u = np.array([th, thdot]), None
+            frames.append(env.render())
+        env.close()
+        return frames
+
 
 @dataclass(frozen=True)
 class PointReach:
@@ -59,6 +75,7 @@ class PointReach:
     episode_length: int = 50
     speed: float = 0.1
     radius: float = 0.1
+    fps: int = 10  #: video frame rate (the task has no physical time)
 
     def reset(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Point and goal uniform in the square."""
@@ -75,6 +92,21 @@ class PointReach:
         new = jnp.concatenate([point, sim[2:]])
         dist = jnp.linalg.norm(new[2:] - point)
         return new, self.observe(new), -dist, dist < self.radius
+
+    def render(self, sims: np.ndarray, width: int = 240, height: int = 240) -> list[np.ndarray]:
+        """Frames of states ``[T, 4]``: the goal's radius in green, the point in white."""
+        size = min(width, height)
+        yy, xx = np.mgrid[0:size, 0:size]
+        to_px = lambda v: (np.asarray(v) + 1.0) / 2.0 * (size - 1)  # noqa: E731
+        frames = []
+        for sim in np.asarray(sims):
+            img = np.full((size, size, 3), 30, np.uint8)
+            gx, gy = to_px(sim[2:])
+            img[(xx - gx) ** 2 + (yy - gy) ** 2 <= (self.radius * size / 2) ** 2] = (40, 160, 60)
+            px, py = to_px(sim[:2])
+            img[(xx - px) ** 2 + (yy - py) ** 2 <= (size / 60 + 1) ** 2] = (240, 240, 240)
+            frames.append(img[::-1])  # y up
+        return frames
 
 
 #: ``jax/<name>`` -> task class

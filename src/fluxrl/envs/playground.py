@@ -63,6 +63,7 @@ class PlaygroundTask:
     obs_dim: int
     act_dim: int
     episode_length: int
+    fps: int = 50  #: 1 / Playground's control step, for videos
 
     def reset(self, key: jax.Array) -> tuple[Any, jax.Array]:
         """Playground's reset: ``(its State, observation)``."""
@@ -73,6 +74,13 @@ class PlaygroundTask:
         """Playground's step; its ``done`` is the termination."""
         state = self.env.step(sim, action)
         return state, state.obs, state.reward, state.done > 0
+
+    def render(self, sims: Any, width: int = 320, height: int = 240) -> list[Any]:
+        """Frames of a trajectory of Playground States stacked over time (Playground's own
+        renderer, ``MjxEnv.render``: MuJoCo's, headless with ``MUJOCO_GL=egl``)."""
+        n = len(jax.tree.leaves(sims)[0])
+        states = [jax.tree.map(lambda x, i=i: x[i], sims) for i in range(n)]
+        return list(self.env.render(states, height=height, width=width))
 
 
 def make_task(name: str, physics: str = "jax") -> PlaygroundTask:
@@ -90,4 +98,5 @@ def make_task(name: str, physics: str = "jax") -> PlaygroundTask:
     obs = env.observation_size
     if not isinstance(obs, int):
         raise FluxError(f"playground/{name} has dict observations {obs}; fluxrl needs a vector")
-    return PlaygroundTask(env, obs, env.action_size, int(cfg.episode_length))
+    return PlaygroundTask(env, obs, env.action_size, int(cfg.episode_length),
+                          max(1, int(round(1.0 / float(env.dt)))))

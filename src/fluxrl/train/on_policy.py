@@ -86,6 +86,7 @@ class OnPolicyPrograms:
         self.init = jax.jit(jax.vmap(self._init))
         self.chunk = jax.jit(jax.vmap(self._chunk), donate_argnums=0)
         self.evaluate = jax.jit(jax.vmap(self._evaluate, in_axes=(0, None)), static_argnums=1)
+        self.trajectory = jax.jit(jax.vmap(self._trajectory))
 
     def _init(self, key: jax.Array) -> OnPolicyState:
         k_agent, k_env, k_run = jax.random.split(key, 3)
@@ -187,6 +188,19 @@ class OnPolicyPrograms:
         state, _ = jax.lax.scan(self._iteration, state, None, length=self.tc.iterations_per_chunk)
         return state
 
+    def _trajectory(self, state: OnPolicyState) -> Any:
+        """The sim states ``[episode_length, ...]`` of the first evaluation episode (the
+        states acted on; those after the episode's end belong to the next one)."""
+        key = jax.random.fold_in(jax.random.PRNGKey(EVAL_KEY), state.iteration)
+        env = self.env.reset(jax.random.split(key, 1)[0])
+
+        def step(env: EnvState, k: jax.Array):
+            action, _ = self.agent.act(state.agent, self.norm(state.stats, env.obs[None]), k, True)
+            return self.env.step(env, action[0])[0], env.sim
+
+        _, sims = jax.lax.scan(step, env, jax.random.split(key, self.env.episode_length))
+        return sims
+
     def _evaluate(self, state: OnPolicyState, episodes: int) -> tuple[jax.Array, jax.Array]:
         """``episodes`` deterministic episodes from the same start states for every seed."""
         key = jax.random.fold_in(jax.random.PRNGKey(EVAL_KEY), state.iteration)
@@ -266,11 +280,21 @@ class OnPolicyProgram:
 
     def evaluate(self, state: OnPolicyState, envs: list | None = None,
                  frames: list | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """One batched, jitted evaluation round: returns and lengths ``[seeds, episodes]``."""
-        if envs is not None or frames is not None:
-            raise FluxError("JAX environments are evaluated on the device only: host envs and "
-                            "rendered frames (videos) are not available for them in this version")
+        """One batched, jitted evaluation round: returns and lengths ``[seeds, episodes]``.
+        With a list ``frames``, the first episode of every seed is rendered into it too,
+        ``frames[t][seed]`` (the same episode: evaluation is deterministic from the same
+        start)."""
+        if envs is not None:
+            raise FluxError("JAX environments are evaluated on the device: no host envs")
         ret, length = self.programs.evaluate(state, self.eval_episodes)
+        if frames is not None:
+            render = getattr(self.env.task, "render", None)
+            if render is None:
+                raise FluxError(f"{self.env.name} has no renderer: evaluate without --video")
+            sims = jax.device_get(self.programs.trajectory(state))
+            per_seed = [render(jax.tree.map(lambda x, i=i: x[i], sims))
+                        for i in range(len(self.seeds))]
+            frames.extend(list(step) for step in zip(*per_seed, strict=True))
         return np.asarray(ret, np.float64), np.asarray(length, np.float64)
 
     def close(self) -> None:

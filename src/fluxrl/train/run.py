@@ -152,9 +152,9 @@ def evaluate_run(run_dir: Path, episodes: int = 10, video: bool = False) -> dict
     if episodes <= 0:
         raise FluxError(f"--episodes must be positive, got {episodes}")
     on_device = get_algo(cfg.algo.name).setting == "on_policy"
-    if video and on_device:
-        raise FluxError(f"{run_dir} trained on the JAX env {cfg.env}; videos of JAX environments "
-                        "are not available in this version: evaluate without --video")
+    if video and cfg.env.split("/", 1)[0] == "isaaclab":
+        raise FluxError(f"{run_dir} trained on {cfg.env}; videos of IsaacLab runs are not "
+                        "available in this version (use IsaacLab's own recorder)")
     if video:
         check_writable(run_dir / "videos")
     cfg = resolve(cfg)
@@ -166,14 +166,16 @@ def evaluate_run(run_dir: Path, episodes: int = 10, video: bool = False) -> dict
     program = program_class(cfg)(
         dataclasses.replace(cfg, eval_episodes=episodes if on_device else 1), seeds)
     envs: list = []
+    frames: list | None = [] if video else None
+    fps = max(1, int(round(50 / cfg.action_repeat)))
     try:
         state = program.restore(ckpt)
         if on_device:  # batched on the device, no host env
-            rets, lens = program.evaluate(state)
+            rets, lens = program.evaluate(state, frames=frames)
+            fps = getattr(getattr(program, "env", None), "fps", fps)
         else:
             envs = [[make_env(cfg.env, cfg.action_repeat, render=video and j == 0)
                      for j in range(episodes)] for _ in seeds]
-            frames: list | None = [] if video else None
             rets, lens = program.evaluate(state, envs, frames)
     finally:
         program.close()
@@ -181,7 +183,6 @@ def evaluate_run(run_dir: Path, episodes: int = 10, video: bool = False) -> dict
     if video:
         from fluxrl.video import write_mp4
 
-        fps = max(1, int(round(50 / cfg.action_repeat)))
         for i, s in enumerate(seeds):
             path = run_dir / "videos" / f"seed_{s}_frame_{ckpt.frame}.mp4"
             write_mp4(path, [f[i] for f, _ in zip(frames, range(int(lens[i, 0])), strict=False)],
