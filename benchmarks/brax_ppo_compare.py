@@ -17,6 +17,9 @@ with the acting value network (Brax: in every minibatch with the current one), d
 over single steps (Brax: over whole unrolls), bootstraps a time-out from its last observation
 (Brax drops the step), restarts each episode from a fresh random state (Playground's Brax wrapper:
 from the first state drawn), and initialises layers with Flax's default (Brax: lecun uniform).
+
+Brax 0.14.2 (the version Playground 0.2.0 brings) calls ``jax.device_put_replicated``, removed in
+jax 0.10: the script puts back the replacement JAX's migration guide gives before calling it.
 """
 
 from __future__ import annotations
@@ -60,8 +63,29 @@ def run_fluxrl(task: str, num_envs: int, iterations: int, chunks: int, seed: int
             "env_steps_per_s": steps / float(np.median(times)), "eval_return": float(rets.mean())}
 
 
+def _shim_device_put_replicated() -> None:
+    """Brax 0.14.2 calls ``jax.device_put_replicated``, which jax 0.10 removed (its migration
+    guide's replacement: stack one copy per device and shard the stack over the devices)."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    try:
+        jax.device_put_replicated  # noqa: B018
+        return
+    except AttributeError:
+        pass
+
+    def device_put_replicated(x, devices):
+        sharding = NamedSharding(Mesh(list(devices), ("d",)), PartitionSpec("d"))
+        return jax.tree.map(lambda a: jax.device_put(jnp.stack([a] * len(devices)), sharding), x)
+
+    jax.device_put_replicated = device_put_replicated
+
+
 def run_brax(task: str, num_envs: int, iterations: int, chunks: int, seed: int) -> dict:
     """Brax PPO with ``chunks`` training epochs of ``iterations`` training steps each."""
+    _shim_device_put_replicated()
     from brax.training.agents.ppo import networks as ppo_networks
     from brax.training.agents.ppo import train as ppo
     from mujoco_playground import dm_control_suite, wrapper

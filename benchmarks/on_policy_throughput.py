@@ -22,26 +22,30 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from throughput import matmul_gflops, versions  # noqa: E402
 
-#: name -> (overrides, seeds); every run is PPO
-CONFIGS = {
-    "ppo-small-pointreach": (["env=jax/PointReach", "on_policy.num_envs=64",
-                              "on_policy.unroll_length=32", "algo.actor.width=64",
-                              "algo.critic.width=64", "algo.actor.depth=2",
-                              "algo.critic.depth=2"], 1),
-    "ppo-small-pointreach-2seeds": (["env=jax/PointReach", "on_policy.num_envs=64",
-                                     "on_policy.unroll_length=32", "algo.actor.width=64",
-                                     "algo.critic.width=64", "algo.actor.depth=2",
-                                     "algo.critic.depth=2"], 2),
-    "ppo-small-pointreach-4seeds": (["env=jax/PointReach", "on_policy.num_envs=64",
-                                     "on_policy.unroll_length=32", "algo.actor.width=64",
-                                     "algo.critic.width=64", "algo.actor.depth=2",
-                                     "algo.critic.depth=2"], 4),
-    "ppo-paper-pendulum": (["env=jax/Pendulum"], 1),  # paper Table 4: 1024 envs x 24, 3x256
-    # Brax's DMC preset but 256 envs and 1 unroll per iteration (CPU-sized)
-    "ppo-brax-cartpole-256envs": (["env=playground/CartpoleBalance", "on_policy.num_envs=256",
-                                   "on_policy.unrolls_per_iteration=1",
-                                   "on_policy.num_minibatches=8", "on_policy.update_epochs=4"], 1),
-}
+SMALL = ["env=jax/PointReach", "on_policy.num_envs=64", "on_policy.unroll_length=32",
+         "algo.actor.width=64", "algo.critic.width=64", "algo.actor.depth=2", "algo.critic.depth=2"]
+#: on-policy agents of the registry (``--algos`` picks among them)
+ALGOS = ("ppo", "dppo", "fpo", "fpo_pp", "genpo")
+
+
+def configs(algos: tuple[str, ...]) -> dict[str, tuple[str, list[str], int]]:
+    """``name -> (algo, overrides, seeds)``: per agent the paper's Table 4 setting on
+    jax/Pendulum (1024 envs x 24 steps, 3 x 256, 4 epochs x 4 minibatches) and a small
+    PointReach one with 1, 2 and 4 vmapped seeds; PPO also at Brax's DMC preset on
+    playground/CartpoleBalance (256 envs and 1 unroll per iteration: CPU-sized)."""
+    out: dict[str, tuple[str, list[str], int]] = {}
+    for algo in algos:
+        out[f"{algo}-paper-pendulum"] = (algo, ["env=jax/Pendulum"], 1)
+        for seeds in (1, 2, 4):
+            out[f"{algo}-small-pointreach-{seeds}seed"] = (algo, SMALL, seeds)
+    if "ppo" in algos:
+        out["ppo-brax-cartpole-256envs"] = ("ppo", [
+            "env=playground/CartpoleBalance", "on_policy.num_envs=256",
+            "on_policy.unrolls_per_iteration=1", "on_policy.num_minibatches=8",
+            "on_policy.update_epochs=4"], 1)
+    return out
+
+
 #: (task, num_envs, physics)
 RAW = ([("jax/Pendulum", n, "jax") for n in (64, 1024)]
        + [("jax/PointReach", n, "jax") for n in (64, 1024)]
@@ -78,7 +82,7 @@ def raw_rate(name: str, num_envs: int, reps: int, physics: str = "jax") -> float
     return 100 * num_envs / float(np.median(ts))
 
 
-def train_rate(overrides: list[str], seeds: int, reps: int) -> dict:
+def train_rate(algo: str, overrides: list[str], seeds: int, reps: int) -> dict:
     """The program's chunk: compile seconds, median ms per iteration, env steps/s, FLOPs."""
     import jax
     import numpy as np
@@ -87,7 +91,7 @@ def train_rate(overrides: list[str], seeds: int, reps: int) -> dict:
     from fluxrl.flops import matmul_flops
     from fluxrl.train.on_policy import OnPolicyProgram
 
-    cfg = resolve(compose(["algo=ppo", *overrides]))
+    cfg = resolve(compose([f"algo={algo}", *overrides]))
     prog = OnPolicyProgram(cfg, list(range(seeds)))
     state = prog.init()
     t = time.perf_counter()
@@ -103,7 +107,7 @@ def train_rate(overrides: list[str], seeds: int, reps: int) -> dict:
     ms = float(np.median(ts)) * 1e3
     flops = matmul_flops(prog.programs.chunk, state) / cfg.on_policy.iterations_per_chunk
     steps = prog.programs.steps_per_iteration * seeds
-    return {"seeds": seeds, "num_envs": cfg.on_policy.num_envs, "env": cfg.env,
+    return {"algo": algo, "seeds": seeds, "num_envs": cfg.on_policy.num_envs, "env": cfg.env,
             "steps_per_iteration": steps, "compile_s": compile_s, "ms_per_iteration": ms,
             "env_steps_per_s": steps / (ms / 1e3), "matmul_flops_per_iteration": flops,
             "gflops": flops / (ms / 1e3) / 1e9}
@@ -113,11 +117,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
     ap.add_argument("--only", nargs="*", help="configuration names")
+    ap.add_argument("--algos", nargs="*", default=list(ALGOS), help="on-policy algorithms")
+    ap.add_argument("--no-raw", action="store_true", help="skip the raw env rates of playground/")
     args = ap.parse_args()
     reps = 5 if args.quick else 15
     mm = matmul_gflops()
     raw, failed = {}, {}
     for n, k, p in RAW:
+        if args.no_raw and n.startswith("playground"):
+            continue
         key = f"{n}@{k}" + ("" if p == "jax" else f"/{p}")
         try:
             raw[key] = raw_rate(n, k, max(3, reps // 3) if n.startswith("playground") else reps, p)
@@ -127,10 +135,10 @@ def main() -> None:
             continue
         print(key, f"{raw[key]:,.0f} steps/s", flush=True)
     rows = {}
-    for name, (ov, seeds) in CONFIGS.items():
-        if args.only and name not in args.only:
+    for name, (algo, ov, seeds) in configs(tuple(args.algos)).items():
+        if (args.only and name not in args.only) or (args.no_raw and "playground" in str(ov)):
             continue
-        r = train_rate(ov, seeds, reps)
+        r = train_rate(algo, ov, seeds, max(3, reps // 3) if "paper" in name else reps)
         r["raw_env_steps_per_s"] = raw[f"{r['env']}@{r['num_envs']}"]
         r["fraction_of_raw"] = r["env_steps_per_s"] / seeds / r["raw_env_steps_per_s"]
         r["matmul_fraction"] = r["gflops"] / mm

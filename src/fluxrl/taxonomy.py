@@ -27,7 +27,7 @@ CELLS: dict[tuple[str, str], list[str]] = {
     ("weighted_matching", "dataset"): ["qipo"],
     ("reparam", "uniform"): ["dacer", "dacerv2", "dime"],
     ("reparam", "dataset"): ["diffusion-ql", "edp", "bdpo", "fql"],
-    ("policy_gradient", "previous"): ["dppo", "genpo", "fpo"],
+    ("policy_gradient", "previous"): ["dppo", "genpo", "fpo", "fpo_pp"],
 }
 
 

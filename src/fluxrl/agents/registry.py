@@ -10,7 +10,7 @@ from typing import Any
 
 from fluxrl.agents.base import CONTRACTS, AlgoInfo, Shapes
 from fluxrl.agents.baselines import ppo, sac, td3
-from fluxrl.agents.policy_gradient import fpo
+from fluxrl.agents.policy_gradient import dppo, fpo, genpo
 from fluxrl.agents.q_guidance import idem, qsm
 from fluxrl.agents.reparam import dacer, dime
 from fluxrl.agents.weighted_matching import dpmd, qvpo, sdac
@@ -23,7 +23,9 @@ REGISTRY: dict[str, AlgoInfo] = {a.name: a for a in (
     idem.ALGO, qsm.ALGO,
     dpmd.ALGO, qvpo.ALGO, sdac.ALGO,
     dacer.ALGO, dime.ALGO,
-    fpo.ALGO,
+    fpo.ALGO, fpo.ALGO_PP,
+    genpo.ALGO,
+    dppo.ALGO,
 )}
 
 
