@@ -120,3 +120,17 @@ def layout(tree: Any) -> tuple:
     """A tree's structure with each leaf's shape and dtype: what a ``lax.scan`` carry must keep."""
     return jax.tree.structure(tree), [(jnp.shape(x), jnp.result_type(x))
                                       for x in jax.tree.leaves(tree)]
+
+
+def point_reach_returns(algo: str, run_dir: Any, *extra: str) -> np.ndarray:
+    """Train ``algo`` on jax/PointReach with the on-policy learning tests' shared budget and sizes
+    (100,352 env steps per seed: 49 iterations of 64 envs x 32 steps, 2 seeds vmapped, 2 x 64
+    networks) plus ``extra`` overrides; the evaluation returns ``[evaluations, seeds]``."""
+    from fluxrl.train.run import train
+
+    ov = [f"algo={algo}", "env=jax/PointReach", "seeds=2", "frames=100000", "eval_every=25000",
+          "log_every=25000", "progress=false", "tensorboard=false", "plot=false",
+          "checkpoint_every=0", "on_policy.num_envs=64", "on_policy.unroll_length=32",
+          "algo.actor.width=64", "algo.critic.width=64", "algo.actor.depth=2",
+          "algo.critic.depth=2", *extra, f"run_dir={run_dir}"]
+    return train(compose(ov), ov).eval_returns

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from agent_helpers import point_reach_returns
 
 from fluxrl.agents.base import Rollout, Shapes
 from fluxrl.agents.registry import make_agent
@@ -80,15 +81,8 @@ def test_fpo_learns_point_reach(tmp_path):
     """Budget: 100,352 env steps per seed (49 iterations of 64 envs x 32 steps), 2 seeds
     vmapped, 2 x 64 networks, lr 3e-4 for the actor (FPO's own rate). A random policy scores
     about -35 (tests/test_on_policy.py measures it); both seeds must finish above -15."""
-    from fluxrl.train.run import train
-
-    ov = ["algo=fpo", "env=jax/PointReach", "seeds=2", "frames=100000", "eval_every=25000",
-          "log_every=25000", "progress=false", "tensorboard=false", "plot=false",
-          "checkpoint_every=0", "on_policy.num_envs=64", "on_policy.unroll_length=32",
-          "algo.actor.width=64", "algo.critic.width=64", "algo.actor.depth=2",
-          "algo.critic.depth=2", "algo.lr_actor=3e-4", f"run_dir={tmp_path / 'run'}"]
-    result = train(compose(ov), ov)
-    assert np.all(result.eval_returns[-1] > -15.0), result.eval_returns
+    returns = point_reach_returns("fpo", tmp_path / "run", "algo.lr_actor=3e-4")
+    assert np.all(returns[-1] > -15.0), returns
 
 
 # --- FPO++ (algo=fpo_pp) ------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from agent_helpers import point_reach_returns
 
 from fluxrl.agents.base import Rollout, Shapes
 from fluxrl.agents.policy_gradient.genpo import adapt_lr, compression_loss, coupled_flow
@@ -237,12 +238,5 @@ def test_genpo_learns_point_reach(tmp_path):
     """Budget: 100,352 env steps per seed (49 iterations of 64 envs x 32 steps), 2 seeds
     vmapped, 2 x 64 networks, Table 4's rates and KL-adaptive schedule. A random policy scores
     about -35 (tests/test_on_policy.py measures it); both seeds must finish above -15."""
-    from fluxrl.train.run import train
-
-    ov = ["algo=genpo", "env=jax/PointReach", "seeds=2", "frames=100000", "eval_every=25000",
-          "log_every=25000", "progress=false", "tensorboard=false", "plot=false",
-          "checkpoint_every=0", "on_policy.num_envs=64", "on_policy.unroll_length=32",
-          "algo.actor.width=64", "algo.critic.width=64", "algo.actor.depth=2",
-          "algo.critic.depth=2", f"run_dir={tmp_path / 'run'}"]
-    result = train(compose(ov), ov)
-    assert np.all(result.eval_returns[-1] > -15.0), result.eval_returns
+    returns = point_reach_returns("genpo", tmp_path / "run")
+    assert np.all(returns[-1] > -15.0), returns
